@@ -1,0 +1,184 @@
+"""The one LLM factory and the structured-output helper.
+
+Every node, command and app page gets its chat model from :func:`make_llm`; none builds an
+``openai`` client of its own. The client speaks to any OpenAI-compatible server: the embedded
+vLLM server (started on demand when ``llm.base_url`` is empty) or a configured endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import openai
+from openai import OpenAI
+from pydantic import BaseModel, ValidationError
+
+from agent.errors import ServiceError
+from agent.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Message = dict[str, str]
+
+# Errors worth another try: the server hiccuped, or was restarted under us.
+_TRANSIENT = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
+
+
+class StructuredOutputError(ServiceError):
+    """The model did not produce JSON matching the schema within the allowed attempts."""
+
+
+@dataclass
+class TokenUsage:
+    """Tokens spent by one client, for the report's cost line. Thread-safe."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, usage: Any) -> None:
+        """Count one response's ``usage`` block (missing fields count as zero)."""
+        with self._lock:
+            self.calls += 1
+            if usage is not None:
+                self.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+                self.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Plain numbers for report.json."""
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+class LLMClient:
+    """A chat model behind an OpenAI-compatible endpoint, with usage counting and JSON helpers."""
+
+    def __init__(self, client: OpenAI, model: str, *, temperature: float = 0.0, seed: int = 0,
+                 max_retries: int = 3, base_url: str = "") -> None:
+        """Wrap ``client`` (already pointed at the server) to talk to ``model``."""
+        self.client = client
+        self.model = model
+        self.temperature = temperature
+        self.seed = seed
+        self.max_retries = max_retries
+        self.base_url = base_url
+        self.usage = TokenUsage()
+
+    def chat(self, messages: list[Message], *, max_tokens: int = 512, **extra: Any) -> str:
+        """Return the assistant's reply text to ``messages`` (greedy and seeded by default)."""
+        response = self._create(messages, max_tokens=max_tokens, **extra)
+        return response.choices[0].message.content or ""
+
+    def stream_chat(self, messages: list[Message], *, max_tokens: int = 512) -> Iterator[str]:
+        """Yield the reply in pieces as the server produces them."""
+        stream = self.client.chat.completions.create(
+            model=self.model, messages=messages, max_tokens=max_tokens,  # type: ignore[arg-type]
+            temperature=self.temperature, seed=self.seed, stream=True,
+            stream_options={"include_usage": True},
+        )
+        for chunk in stream:
+            if chunk.usage is not None:
+                self.usage.add(chunk.usage)
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+    def complete_json(self, messages: list[Message], schema: type[ModelT], *,
+                      max_tokens: int = 512, attempts: int = 3) -> ModelT:
+        """Ask for JSON constrained by ``schema`` (vLLM guided decoding) and validate it.
+
+        Retries up to ``attempts`` times when the reply is not valid JSON for the schema (e.g.
+        truncated at ``max_tokens``), then raises StructuredOutputError naming the schema.
+        """
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema(),
+                            "strict": True},
+        }
+        last_error = ""
+        for attempt in range(1, attempts + 1):
+            response = self._create(messages, max_tokens=max_tokens,
+                                    response_format=response_format, seed=self.seed + attempt - 1)
+            text = response.choices[0].message.content or ""
+            try:
+                return schema.model_validate(json.loads(text))
+            except (json.JSONDecodeError, ValidationError) as exc:
+                last_error = str(exc).splitlines()[0]
+                log.warning("attempt %d: %s reply did not validate: %s", attempt,
+                            schema.__name__, last_error)
+        raise StructuredOutputError(
+            f"model {self.model} gave no valid {schema.__name__} in {attempts} attempts: "
+            f"{last_error}")
+
+    def _create(self, messages: list[Message], *, max_tokens: int, **extra: Any) -> Any:
+        extra.setdefault("seed", self.seed)
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self.client.chat.completions.create(
+                    model=self.model, messages=messages,  # type: ignore[arg-type]
+                    max_tokens=max_tokens, temperature=self.temperature, **extra)
+                self.usage.add(response.usage)
+                return response
+            except _TRANSIENT as exc:
+                if attempt == self.max_retries:
+                    raise ServiceError(f"LLM server at {self.base_url} failed: {exc}") from None
+                log.warning("LLM call failed (%s); retry %d", exc, attempt + 1)
+                _recover_embedded_server()
+        raise AssertionError("unreachable")
+
+
+# Set by make_llm when the client talks to the embedded server, so a dead server is restarted.
+_embedded_restart: Any = None
+
+
+def _recover_embedded_server() -> None:
+    if _embedded_restart is not None:
+        _embedded_restart()
+
+
+def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
+    """Build the project's chat client from settings.
+
+    With ``llm.base_url`` empty, start (or reuse) the embedded vLLM server and talk to it; a
+    crashed embedded server is restarted when a call fails. Otherwise use the configured endpoint
+    and model as given; ``model`` overrides the configured model name.
+    """
+    global _embedded_restart
+    llm = settings.llm
+    if llm.base_url:
+        base_url, served = llm.base_url.rstrip("/"), model or llm.model
+        if not served:
+            served = _first_served_model(base_url, llm.api_key, llm.timeout_s)
+    else:
+        from tools.vllm_server import EmbeddedServer
+
+        server = EmbeddedServer(settings, model or settings.server.model)
+        base_url = server.ensure_running()
+        served = server.served_name
+        _embedded_restart = server.ensure_running
+    client = OpenAI(base_url=base_url, api_key=llm.api_key or "EMPTY", timeout=llm.timeout_s,
+                    max_retries=0)
+    return LLMClient(client, served, temperature=llm.temperature, seed=llm.seed,
+                     max_retries=llm.max_retries, base_url=base_url)
+
+
+def _first_served_model(base_url: str, api_key: str, timeout_s: float) -> str:
+    """Ask an endpoint which model it serves (vLLM serves one per server)."""
+    client = OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout_s,
+                    max_retries=1)
+    try:
+        models = client.models.list().data
+    except openai.OpenAIError as exc:
+        raise ServiceError(f"cannot list models at {base_url}: {exc}") from None
+    if not models:
+        raise ServiceError(f"{base_url} serves no model; set RETEST_LLM_MODEL")
+    return models[0].id

@@ -1,0 +1,239 @@
+"""Start, find, health-check and stop the embedded vLLM server (one per packaged model).
+
+The server is ``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 and a free port,
+serving a converted model folder (see :mod:`tools.embedded_models`). Its pid, port and URL are
+recorded in ``<data_dir>/servers/<model>.json`` so every command reuses one server; a stale record
+(dead pid, or a pid that is no longer our vLLM) is detected and the server restarted. A file lock
+serializes starts, so two commands never launch two servers for the same model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from agent.errors import ServiceError
+from agent.settings import Settings
+from tools.embedded_models import get_embedded_model, prepare_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerRecord:
+    """What we remember about a running server."""
+
+    pid: int
+    port: int
+    base_url: str
+    model_key: str
+    served_name: str
+    log_path: str
+    started_at: float
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Ask the OS for a free TCP port on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Tell whether nothing listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((host, port)) != 0
+
+
+def _pid_is_our_vllm(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"vllm.entrypoints.openai.api_server" in cmdline
+
+
+def server_answers(base_url: str, timeout_s: float = 3.0) -> bool:
+    """Tell whether ``{base_url}/models`` answers with HTTP 200."""
+    try:
+        return requests.get(f"{base_url}/models", timeout=timeout_s).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+class EmbeddedServer:
+    """The embedded vLLM server for one packaged model."""
+
+    def __init__(self, settings: Settings, model_key: str | None = None) -> None:
+        """Manage the server of ``model_key`` (default: ``settings.server.model``)."""
+        self.settings = settings
+        self.model = get_embedded_model(model_key or settings.server.model)
+        self.state_dir = settings.data_dir / "servers"
+        self.record_path = self.state_dir / f"{self.model.key}.json"
+        self.log_path = self.state_dir / f"{self.model.key}.log"
+
+    @property
+    def served_name(self) -> str:
+        """Model name to send in requests."""
+        return self.model.served_name
+
+    def running(self) -> ServerRecord | None:
+        """Return the record of a live, answering server, or None."""
+        record = self._read_record()
+        if record is None:
+            return None
+        if _pid_is_our_vllm(record.pid) and server_answers(record.base_url):
+            return record
+        return None
+
+    def ensure_running(self) -> str:
+        """Return the base URL (ending in ``/v1``) of a live server, starting one if needed."""
+        record = self.running()
+        if record is not None:
+            return record.base_url
+        with self._start_lock():
+            record = self.running()  # another process may have started it meanwhile
+            if record is not None:
+                return record.base_url
+            stale = self._read_record()
+            if stale is not None:
+                log.warning("embedded server record for %s is stale; restarting", self.model.key)
+                self._terminate(stale.pid)
+            return self._start().base_url
+
+    def stop(self) -> bool:
+        """Stop the recorded server by pid; return whether one was running."""
+        record = self._read_record()
+        if record is None:
+            return False
+        was_running = _pid_is_our_vllm(record.pid)
+        if was_running:
+            self._terminate(record.pid)
+        self.record_path.unlink(missing_ok=True)
+        return was_running
+
+    def _start(self) -> ServerRecord:
+        cfg = self.settings.server
+        folder = prepare_model(self.settings.resolved_models_dir, self.model.key)
+        port = cfg.port or free_port(cfg.host)
+        if not port_is_free(port, cfg.host):
+            raise ServiceError(f"port {port} on {cfg.host} is taken; set RETEST_SERVER__PORT=0")
+        cmd = [
+            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(folder.resolve()), "--served-model-name", self.model.served_name,
+            "--host", cfg.host, "--port", str(port), "--dtype", "bfloat16",
+            "--max-model-len", str(cfg.max_model_len), "--seed", "0",
+            "--disable-log-stats",
+        ]
+        if cfg.enforce_eager:
+            cmd.append("--enforce-eager")  # ~30 s to ready instead of ~120 s of torch.compile
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log.info("starting vLLM for %s on %s:%d (log: %s)", self.model.key, cfg.host, port,
+                 self.log_path)
+        with self.log_path.open("ab") as log_file:
+            process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self._server_env(), start_new_session=True)
+        base_url = f"http://{cfg.host}:{port}/v1"
+        deadline = time.monotonic() + cfg.start_timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise ServiceError(
+                    f"vLLM for {self.model.key} exited with code {process.returncode} during "
+                    f"start-up; last log line: {self._last_log_line()}")
+            if server_answers(base_url, timeout_s=2.0):
+                record = ServerRecord(process.pid, port, base_url, self.model.key,
+                                      self.model.served_name, str(self.log_path), time.time())
+                self._write_record(record)
+                return record
+            time.sleep(1.0)
+        self._terminate(process.pid)
+        raise ServiceError(f"vLLM for {self.model.key} not ready after {cfg.start_timeout_s:.0f} s;"
+                           f" see {self.log_path}")
+
+    def _server_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        cores = os.cpu_count() or 1
+        env.update({
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            # Else the engine's internal sockets bind a non-loopback address.
+            "VLLM_HOST_IP": "127.0.0.1",
+            "VLLM_CPU_KVCACHE_SPACE": str(self.settings.server.kv_cache_gib),
+            # Else vLLM-CPU reserves one core of two for itself.
+            "VLLM_CPU_OMP_THREADS_BIND": env.get("VLLM_CPU_OMP_THREADS_BIND", f"0-{cores - 1}"),
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": env.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+            "VLLM_CACHE_ROOT": str((self.settings.data_dir / "vllm-cache").resolve()),
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        })
+        return env
+
+    def _terminate(self, pid: int, grace_s: float = 20.0) -> None:
+        if not _pid_is_our_vllm(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)  # the server leads its own session (its workers too)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and _pid_alive(pid):
+            time.sleep(0.3)
+        if _pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "(no log)"
+        return lines[-1] if lines else "(empty log)"
+
+    def _read_record(self) -> ServerRecord | None:
+        try:
+            return ServerRecord(**json.loads(self.record_path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _write_record(self, record: ServerRecord) -> None:
+        tmp = self.record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(record)))
+        tmp.replace(self.record_path)
+
+    @contextlib.contextmanager
+    def _start_lock(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / f"{self.model.key}.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return _pid_is_our_vllm(pid)
