@@ -1,0 +1,164 @@
+"""Typed state of the report graph, its reducers, and its input and output schemas.
+
+Everything in the state is plain data (TypedDicts of str/int/list/dict) so the SQLite
+checkpointer stores it as JSON-like values and a resumed run reads back exactly what it wrote.
+Records that hold facts (ids, titles, dates) are copied from retrieved papers, never from a model.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Any, Literal, TypedDict
+
+Stance = Literal["supports", "relaxes", "overturns", "unrelated"]
+VerdictLabel = Literal["holds", "relaxed", "overturned", "unresolved"]
+AnchorStatus = Literal["verified", "not_found", "malformed", "unverifiable"]
+
+STANCES: tuple[str, ...] = ("supports", "relaxes", "overturns", "unrelated")
+
+
+class Claim(TypedDict):
+    """One dated claim from the prompt; ``date_from``/``date_to`` are ISO dates or None."""
+
+    id: str  # "C1", "C2", ... in prompt order
+    text: str
+    dated: str  # the date as written, e.g. "~2024–2025" ("" when the prompt gave none)
+    date_from: str | None
+    date_to: str | None
+
+
+class Anchor(TypedDict):
+    """An anchor id as the prompt gave it; ``valid`` is the id's well-formedness, not existence."""
+
+    raw: str
+    arxiv_id: str  # normalized when valid, else the raw text
+    valid: bool
+    dated: str
+    note: str
+
+
+class Brief(TypedDict):
+    """The parsed research prompt."""
+
+    question: str
+    claims: list[Claim]
+    anchors: list[Anchor]
+    tasks: list[str]
+
+
+class PaperRecord(TypedDict):
+    """A retrieved paper (a ``tools.paper.Paper`` dumped to JSON-able values)."""
+
+    arxiv_id: str
+    title: str
+    authors: list[str]
+    abstract: str
+    categories: list[str]
+    published: str | None
+    source: str
+
+
+class Evidence(TypedDict):
+    """One paper judged against one claim; the summary and stance are the model's, the rest facts."""
+
+    claim_id: str
+    arxiv_id: str
+    title: str
+    published: str
+    stance: Stance
+    summary: str
+    score: float  # retrieval rank score, higher is more relevant
+
+
+class AnchorResult(TypedDict):
+    """An anchor after resolution."""
+
+    arxiv_id: str
+    status: AnchorStatus
+    title: str | None
+    published: str | None
+    note: str
+
+
+class Retest(TypedDict):
+    """A re-test attached to a claim (``spec`` is the spec file name)."""
+
+    spec: str
+    summary: dict[str, Any]
+    supports_claim: bool | None
+
+
+class RetestPlan(TypedDict):
+    """What the agent decided for one claim: a spec to run, or what a re-test would need."""
+
+    claim_id: str
+    spec: str | None
+    chosen_by: str  # "llm", "keywords" or "none"
+    needs: str  # for claims without a recipe: what a re-test would need
+
+
+class Tension(TypedDict):
+    """Recent work that relaxes or overturns a claim."""
+
+    text: str
+    arxiv_ids: list[str]
+
+
+def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """Reduce two dict updates into one; the right side wins on equal keys."""
+    return {**(left or {}), **(right or {})}
+
+
+def add_unique(left: list[str] | None, right: list[str] | None) -> list[str]:
+    """Concatenate two lists of strings, keeping the first occurrence of each."""
+    out: list[str] = []
+    for item in [*(left or []), *(right or [])]:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+class InputState(TypedDict):
+    """What a caller hands the graph."""
+
+    prompt_text: str
+
+
+class OutputState(TypedDict):
+    """What a caller gets back."""
+
+    report: dict[str, Any]
+    degraded: Annotated[list[str], add_unique]
+
+
+class AgentState(TypedDict):
+    """The whole state; each list/dict channel that several nodes write has a reducer."""
+
+    prompt_text: str
+    brief: Brief
+    queries: Annotated[dict[str, list[str]], merge_dicts]  # claim id -> search queries
+    papers: Annotated[dict[str, PaperRecord], merge_dicts]  # every retrieved paper, by id
+    candidates: Annotated[dict[str, list[list[Any]]], merge_dicts]  # claim id -> [[id, score]]
+    evidence: Annotated[list[Evidence], operator.add]
+    anchors: list[AnchorResult]
+    retest_plans: Annotated[dict[str, RetestPlan], merge_dicts]
+    retests: Annotated[dict[str, Retest], merge_dicts]
+    verdicts: dict[str, VerdictLabel]
+    tensions: list[Tension]
+    research_questions: list[str]
+    degraded: Annotated[list[str], add_unique]
+    report: dict[str, Any]
+
+
+class JudgeTask(TypedDict):
+    """The payload a ``Send`` hands one judge task: a claim and one candidate paper."""
+
+    claim: Claim
+    paper: PaperRecord
+    score: float
+
+
+class PlanTask(TypedDict):
+    """The payload a ``Send`` hands one query-planning task."""
+
+    claim: Claim
