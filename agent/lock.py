@@ -1,0 +1,162 @@
+"""One run at a time per data directory: a lock file that records who holds it.
+
+The lock is an advisory ``flock`` on ``<data_dir>/locks/<name>.lock``; the file also records the
+holder's pid, host and start time so a refused run can say who holds it. ``flock`` is released by
+the kernel when its holder dies, so a lock file left behind by a killed run (a dead pid) is simply
+taken over. A second concurrent run fails at once with :class:`agent.errors.LockedError` (exit 4)
+instead of waiting: cron and systemd would otherwise pile up blocked runs.
+
+The lock is re-entrant within one process (the scheduler holds it and the report it starts may
+take it again); nested acquisitions are counted and only the outermost release unlocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from agent.errors import LockedError
+from agent.fsutil import WriteError
+
+log = logging.getLogger(__name__)
+
+# Locks this process holds: resolved path -> (fd, depth). Guarded by _HELD_GUARD.
+_HELD: dict[Path, tuple[int, int]] = {}
+_HELD_GUARD = threading.Lock()
+
+
+def pid_alive(pid: int) -> bool:
+    """Return True when a process with ``pid`` exists (signal 0 probes without touching it)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """Context manager holding ``<data_dir>/locks/<name>.lock`` for the duration of a run.
+
+    ``with RunLock(data_dir):`` raises LockedError (exit 4) at once when another live process
+    holds the same lock; a lock file whose holder is gone is taken over with a log line.
+    """
+
+    def __init__(self, data_dir: Path | str, name: str = "run") -> None:
+        self.path = Path(data_dir) / "locks" / f"{name}.lock"
+        self.name = name
+
+    def holder(self) -> dict | None:
+        """Return the metadata recorded by the current (or last) holder, or None."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError:
+            return None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def acquire(self) -> None:
+        """Take the lock or raise LockedError naming the holder; see the class docstring."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise WriteError(f"cannot create lock directory {self.path.parent}: "
+                             f"{exc.strerror}") from exc
+        key = self.path.parent.resolve() / self.path.name
+        with _HELD_GUARD:
+            if key in _HELD:
+                fd, depth = _HELD[key]
+                _HELD[key] = (fd, depth + 1)
+            else:
+                _HELD[key] = (self._lock_fd(), 1)
+        self._key = key
+
+    def release(self) -> None:
+        """Release one level of the lock; the outermost release unlocks and removes the file."""
+        key = getattr(self, "_key", None)
+        with _HELD_GUARD:
+            if key not in _HELD:
+                return
+            fd, depth = _HELD[key]
+            if depth > 1:
+                _HELD[key] = (fd, depth - 1)
+                return
+            del _HELD[key]
+            # Unlink while still holding the flock: a waiter that opened the old inode will see
+            # it no longer matches the path and retry on a fresh file.
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _lock_fd(self) -> int:
+        for _ in range(50):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise WriteError(f"cannot open lock file {self.path}: {exc.strerror}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise LockedError(self._held_message()) from None
+            if not self._same_file(fd):
+                # The previous holder removed the file between our open and our flock.
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                continue
+            self._note_takeover()
+            self._write_holder(fd)
+            return fd
+        raise LockedError(f"lock {self.path} keeps changing hands; try again")
+
+    def _same_file(self, fd: int) -> bool:
+        try:
+            on_disk = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(fd)
+        return (mine.st_dev, mine.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+    def _note_takeover(self) -> None:
+        previous = self.holder()
+        if previous and previous.get("pid") not in (None, os.getpid()):
+            state = "dead" if not pid_alive(int(previous["pid"])) else "no longer holding it"
+            log.warning("taking over stale lock %s (pid %s, %s)", self.path, previous["pid"], state)
+
+    def _write_holder(self, fd: int) -> None:
+        record = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "name": self.name}
+        data = json.dumps(record).encode("utf-8")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+
+    def _held_message(self) -> str:
+        holder = self.holder() or {}
+        who = f"pid {holder['pid']}" if "pid" in holder else "another process"
+        since = f" since {holder['started_at']}" if "started_at" in holder else ""
+        return (f"another retest {self.name} is in progress ({who}{since}); lock file {self.path}"
+                f" — wait for it to finish")
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
