@@ -1,0 +1,233 @@
+"""Eval specs: a TOML file that says what to run, validated by pydantic (unknown keys fail).
+
+A spec names a dataset (one file split with a seeded ``test_fraction``, or separate train and
+test files), how the test side is split (``dedup``: repeated vs novel by MinHash/Jaccard against
+the train side; ``variants``: original items vs their rewritten variants), the models (roles
+``base`` and ``fine_tuned``; ``endpoint = "embedded"`` or an OpenAI-compatible URL), the scoring
+method, the sample size per split and the seed. See ``evals/specs/*.toml`` for examples.
+
+Paths are relative to the spec file; ``${SHARED_DATA}`` expands to ``$RETEST_SHARED_DATA`` or the
+``../shared/data`` folder beside the checkout; a relative path missing next to the spec is also
+looked up in that shared folder. Every problem is raised as BadInputError with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.errors import BadInputError
+from tools.embedded_models import EMBEDDED_MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS_DIR = Path(__file__).resolve().parent / "specs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """Where the items come from."""
+
+    kind: Literal["jsonl", "gsm8k", "bigbench", "openai_evals"]
+    path: str | None = None  # one file, split by test_fraction
+    train_path: str | None = None
+    test_path: str | None = None
+    fields: dict[str, str] = Field(default_factory=dict)  # loader field mapping (jsonl)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> DatasetSpec:
+        separate = self.train_path is not None or self.test_path is not None
+        if self.path is not None and separate:
+            raise ValueError("give either path or train_path+test_path, not both")
+        if self.path is None and not (self.train_path and self.test_path):
+            raise ValueError("give path, or both train_path and test_path")
+        return self
+
+
+class DedupSpec(_Strict):
+    """Near-duplicate parameters (see :func:`evals.dedup.label_test_items`)."""
+
+    threshold: float = Field(default=0.7, gt=0, le=1)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    shingle: Literal["word", "char"] = "word"
+    n: int = Field(default=3, ge=1, le=20)
+    mask_numbers: bool = False
+
+
+class SplitSpec(_Strict):
+    """How test items are divided into a seen and an unseen split."""
+
+    mode: Literal["dedup", "variants"] = "dedup"
+
+
+class VariantsSpec(_Strict):
+    """Which rewrites to make in ``variants`` mode."""
+
+    kinds: list[str] = Field(default_factory=lambda: ["name_swap", "irrelevant_clause"])
+
+
+class SampleSpec(_Strict):
+    """How many test items to run per split (the knob that bounds run time)."""
+
+    per_split: int = Field(default=100, ge=1)
+
+
+class GenerationSpec(_Strict):
+    """Generation settings, recorded with every result line."""
+
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    temperature: float = Field(default=0.0, ge=0)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    timeout_s: float = Field(default=300.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    stop: list[str] = Field(default_factory=lambda: ["\n\nQuestion:", "\nQuestion:"])
+
+
+class ModelSpec(_Strict):
+    """One model under test."""
+
+    role: Literal["base", "fine_tuned"]
+    endpoint: str = "embedded"  # "embedded" or an OpenAI-compatible base URL ending in /v1
+    model: str  # packaged key when embedded, else the served model name
+    name: str | None = None  # label in results; default: the served name
+    api: Literal["auto", "chat", "completions"] = "auto"
+    api_key: str = "EMPTY"
+
+    @model_validator(mode="after")
+    def _known_embedded(self) -> ModelSpec:
+        if self.endpoint == "embedded" and self.model not in EMBEDDED_MODELS:
+            known = ", ".join(sorted(EMBEDDED_MODELS))
+            raise ValueError(f"unknown embedded model '{self.model}' (known: {known})")
+        if self.endpoint != "embedded" and not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must be 'embedded' or an http(s) URL: {self.endpoint!r}")
+        return self
+
+    @property
+    def label(self) -> str:
+        """Name used in results and summaries."""
+        if self.name:
+            return self.name
+        if self.endpoint == "embedded":
+            return EMBEDDED_MODELS[self.model].served_name
+        return self.model
+
+
+class EvalSpec(_Strict):
+    """A whole evaluation."""
+
+    description: str
+    claim_kinds: list[str] = Field(min_length=1)
+    seed: int = 0
+    dataset: DatasetSpec
+    split: SplitSpec = SplitSpec()
+    dedup: DedupSpec = DedupSpec()
+    variants: VariantsSpec = VariantsSpec()
+    sample: SampleSpec = SampleSpec()
+    scoring: Literal["exact", "numeric", "mc_letter", "mc_loglik"]
+    generation: GenerationSpec = GenerationSpec()
+    models: list[ModelSpec] = Field(min_length=2, max_length=2)
+
+    @model_validator(mode="after")
+    def _one_of_each_role(self) -> EvalSpec:
+        roles = sorted(m.role for m in self.models)
+        if roles != ["base", "fine_tuned"]:
+            raise ValueError("models need exactly one role 'base' and one role 'fine_tuned'")
+        if len({m.label for m in self.models}) != 2:
+            raise ValueError("the two models need different names (set 'name')")
+        return self
+
+    def model_with_role(self, role: str) -> ModelSpec:
+        """Return the model playing ``role``."""
+        return next(m for m in self.models if m.role == role)
+
+
+class LoadedSpec(BaseModel):
+    """A validated spec with its resolved file paths and fingerprint."""
+
+    spec: EvalSpec
+    source: Path
+    sha256: str
+    data_path: Path | None = None
+    train_path: Path | None = None
+    test_path: Path | None = None
+
+
+def shared_data_dir() -> Path:
+    """Return the shared data folder: ``$RETEST_SHARED_DATA`` or ``../shared/data``."""
+    explicit = os.environ.get("RETEST_SHARED_DATA")
+    return Path(explicit) if explicit else REPO.parent / "shared" / "data"
+
+
+def resolve_data_path(raw: str, spec_dir: Path) -> Path:
+    """Resolve a dataset path of a spec; raise BadInputError when the file does not exist."""
+    expanded = raw.replace("${SHARED_DATA}", str(shared_data_dir()))
+    path = Path(os.path.expanduser(expanded))
+    candidates = [path] if path.is_absolute() else [spec_dir / path, shared_data_dir() / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    raise BadInputError(f"dataset file not found: {raw} (looked at "
+                        f"{', '.join(str(c) for c in candidates)})")
+
+
+def load_spec(path: str | Path) -> LoadedSpec:
+    """Read and validate a spec file; raise BadInputError with one line on any problem."""
+    source = Path(path)
+    if not source.is_file():
+        shipped = SPECS_DIR / source.name
+        if not source.suffix:
+            shipped = SPECS_DIR / f"{source.name}.toml"
+        if source.parent == Path(".") and shipped.is_file():
+            source = shipped  # a bare name picks a shipped spec
+        else:
+            raise BadInputError(f"spec file not found: {path}")
+    raw_bytes = source.read_bytes()
+    try:
+        data = tomllib.loads(raw_bytes.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"spec {source}: not valid TOML: {exc}") from None
+    try:
+        spec = EvalSpec.model_validate(data)
+    except ValidationError as exc:
+        raise BadInputError(f"spec {source}: {_one_line(exc)}") from None
+    spec_dir = source.resolve().parent
+    ds = spec.dataset
+    loaded = LoadedSpec(spec=spec, source=source.resolve(),
+                        sha256=hashlib.sha256(raw_bytes).hexdigest())
+    if ds.path is not None:
+        loaded.data_path = resolve_data_path(ds.path, spec_dir)
+    else:
+        loaded.train_path = resolve_data_path(str(ds.train_path), spec_dir)
+        loaded.test_path = resolve_data_path(str(ds.test_path), spec_dir)
+    return loaded
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "spec"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if first["type"] == "missing":
+        return f"missing key '{where}'"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"invalid '{where}': {message}"
+
+
+def spec_summary(loaded: LoadedSpec) -> dict[str, Any]:
+    """Describe the spec for summary.json (what ran, from which file)."""
+    return {"path": str(loaded.source), "sha256": loaded.sha256,
+            "description": loaded.spec.description, "claim_kinds": loaded.spec.claim_kinds}
+
+
+def list_shipped_specs() -> list[Path]:
+    """Return the spec files shipped in ``evals/specs`` (for the agent's re-test registry)."""
+    return sorted(SPECS_DIR.glob("*.toml"))
+

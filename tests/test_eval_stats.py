@@ -1,0 +1,125 @@
+"""Statistics of dedup evaluations on constructed data with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from evals import stats
+
+
+def test_accuracy_and_ci_bracket_the_mean() -> None:
+    result = stats.accuracy([1, 1, 1, 0] * 25, seed=1)
+    assert result["n"] == 100
+    assert result["accuracy"] == pytest.approx(0.75)
+    low, high = result["ci"]
+    assert low < 0.75 < high
+    assert 0.08 < high - low < 0.25  # about 2 * 1.96 * sqrt(.75 * .25 / 100) = 0.17
+
+
+def test_bootstrap_is_seeded() -> None:
+    data = np.random.default_rng(3).random(50)  # continuous, so quantiles differ by seed
+    assert stats.bootstrap_mean_ci(data, seed=7) == stats.bootstrap_mean_ci(data, seed=7)
+    assert stats.bootstrap_mean_ci(data, seed=7) != stats.bootstrap_mean_ci(data, seed=8)
+
+
+def test_constant_data_has_degenerate_ci() -> None:
+    assert stats.accuracy([1] * 10)["ci"] == [1.0, 1.0]
+    assert math.isnan(stats.accuracy([])["accuracy"])
+
+
+def test_paired_difference_pairs_by_item() -> None:
+    ft = [1, 1, 0, 1, 0, 1, 1, 1]
+    base = [0, 1, 0, 0, 0, 1, 1, 0]
+    result = stats.paired_difference(ft, base)
+    assert result["diff"] == pytest.approx(3 / 8)
+    with pytest.raises(ValueError):
+        stats.paired_difference([1, 0], [1])
+
+
+def test_min_detectable_effect_shrinks_with_n() -> None:
+    small = stats.min_detectable_effect([1, 0, -1, 0] * 5)
+    large = stats.min_detectable_effect([1, 0, -1, 0] * 500)
+    assert large < stats.TARGET_EFFECT < small
+    assert math.isinf(stats.min_detectable_effect([]))
+    assert stats.min_detectable_effect([0, 0, 0]) > 0  # no disagreement still is not certainty
+
+
+def _split(n: int, ft_acc: float, base_acc: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.random(n) < ft_acc).astype(float), (rng.random(n) < base_acc).astype(float)
+
+
+@pytest.mark.parametrize(("seen", "unseen", "expected"), [
+    # ft leads by 50 points on repeated items and by 0 on novel ones: a clear gap.
+    (((0.9, 0.4)), ((0.5, 0.5)), True),
+    # The fine-tuned lead is larger on novel items: the opposite effect.
+    (((0.5, 0.5)), ((0.9, 0.4)), False),
+])
+def test_gap_direction(seen: tuple[float, float], unseen: tuple[float, float],
+                       expected: bool) -> None:
+    ft_s, bs_s = _split(400, *seen, seed=1)
+    ft_u, bs_u = _split(400, *unseen, seed=2)
+    gap = stats.memorization_gap(ft_s - bs_s, ft_u - bs_u, n_perm=2000)
+    assert (gap["gap"] > 0) is expected
+    assert gap["p_value"] < 0.001
+    assert stats.supports_claim({"gap": gap}) is expected
+
+
+def test_identical_models_give_equivalence_false_with_power() -> None:
+    # Both models answer every item identically: every difference is 0, the gap CI is [0, 0]
+    # and, with thousands of items, the design could see a 10-point gap: no gap.
+    zeros = np.zeros(2000)
+    gap = stats.memorization_gap(zeros, zeros, n_perm=500)
+    assert gap["ci"] == [0.0, 0.0]
+    assert gap["min_detectable"] < stats.TARGET_EFFECT
+    assert stats.supports_claim({"gap": gap}) is False
+
+
+def test_small_noisy_sample_is_inconclusive() -> None:
+    ft_s, bs_s = _split(15, 0.6, 0.5, seed=4)
+    ft_u, bs_u = _split(15, 0.55, 0.5, seed=5)
+    gap = stats.memorization_gap(ft_s - bs_s, ft_u - bs_u, n_perm=500)
+    assert gap["ci"][0] < 0 < gap["ci"][1]
+    assert stats.supports_claim({"gap": gap}) is None
+    assert stats.power_warnings({}, gap)  # and it says why
+
+
+def test_permutation_p_value_is_never_zero_and_near_one_without_effect() -> None:
+    same = np.tile([1.0, 0.0, -1.0, 0.0], 50)
+    gap = stats.memorization_gap(same, same.copy(), n_perm=999)
+    assert gap["gap"] == 0.0
+    assert gap["p_value"] == pytest.approx(1.0)
+    strong = stats.memorization_gap(np.ones(50), -np.ones(50), n_perm=999)
+    assert strong["p_value"] == pytest.approx(1 / 1000)
+
+
+@pytest.mark.parametrize(("ci", "mde", "expected"), [
+    ([0.01, 0.2], 0.05, True),
+    ([-0.2, -0.01], 0.05, False),
+    ([-0.03, 0.04], 0.08, False),  # inside +-5 points and powered: no gap
+    ([-0.03, 0.04], 0.3, None),  # inside +-5 points but underpowered
+    ([-0.2, 0.3], 0.05, None),
+    ([math.nan, math.nan], 0.05, None),
+])
+def test_supports_claim_rule(ci: list[float], mde: float, expected: bool | None) -> None:
+    assert stats.supports_claim({"gap": {"ci": ci, "min_detectable": mde}}) is expected
+
+
+def test_summarize_pairs_models_on_common_keys() -> None:
+    correct = {
+        ("ft", "repeated"): {"a": 1, "b": 1, "c": 1, "only_ft": 1},
+        ("base", "repeated"): {"a": 0, "b": 1, "c": 0},
+        ("ft", "novel"): {"d": 1, "e": 0},
+        ("base", "novel"): {"d": 1, "e": 0},
+    }
+    summary = stats.summarize(correct, seen="repeated", unseen="novel", base="base",
+                              fine_tuned="ft", n_perm=200, n_boot=200)
+    assert summary["accuracy"]["ft"]["repeated"]["n"] == 4
+    assert summary["paired_difference"]["repeated"]["n"] == 3
+    assert summary["paired_difference"]["repeated"]["diff"] == pytest.approx(2 / 3)
+    assert summary["gap"]["gap"] == pytest.approx(2 / 3)
+    assert summary["supports_claim"] in (True, None)
+    assert any("split 'novel'" in w for w in summary["power_warnings"])
