@@ -1,0 +1,1 @@
+"""Page renderers of the Streamlit app (``app.py`` routes to them); presentation only."""
