@@ -96,8 +96,10 @@ class LLMClient:
                       max_tokens: int = 512, attempts: int = 3) -> ModelT:
         """Ask for JSON constrained by ``schema`` (vLLM guided decoding) and validate it.
 
-        Retries up to ``attempts`` times when the reply is not valid JSON for the schema (e.g.
-        truncated at ``max_tokens``), then raises StructuredOutputError naming the schema.
+        Retries up to ``attempts`` times when the reply is not valid JSON for the schema; a reply
+        cut off at the token limit is retried with twice the budget (small models ramble inside
+        strings; give string fields a ``max_length`` so the grammar bounds them). Raises
+        StructuredOutputError naming the schema when every attempt fails.
         """
         response_format = {
             "type": "json_schema",
@@ -105,10 +107,14 @@ class LLMClient:
                             "strict": True},
         }
         last_error = ""
+        budget = max_tokens
         for attempt in range(1, attempts + 1):
-            response = self._create(messages, max_tokens=max_tokens,
+            response = self._create(messages, max_tokens=budget,
                                     response_format=response_format, seed=self.seed + attempt - 1)
-            text = response.choices[0].message.content or ""
+            choice = response.choices[0]
+            text = choice.message.content or ""
+            if choice.finish_reason == "length":
+                budget *= 2
             try:
                 return schema.model_validate(json.loads(text))
             except (json.JSONDecodeError, ValidationError) as exc:
