@@ -33,6 +33,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "agent.commands.server",
     "agent.commands.ask",
+    "agent.commands.evaluate",
 ]
 
 

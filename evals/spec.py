@@ -71,7 +71,19 @@ class SplitSpec(_Strict):
 class VariantsSpec(_Strict):
     """Which rewrites to make in ``variants`` mode."""
 
-    kinds: list[str] = Field(default_factory=lambda: ["name_swap", "irrelevant_clause"])
+    kinds: list[str] = Field(default_factory=lambda: ["name_swap", "irrelevant_clause"],
+                             min_length=1)
+
+    @model_validator(mode="after")
+    def _known_kinds(self) -> VariantsSpec:
+        from evals.variants import KINDS
+
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown variant kind(s) {unknown} (known: {', '.join(KINDS)})")
+        if len(set(self.kinds)) != len(self.kinds):
+            raise ValueError("a variant kind is listed twice")
+        return self
 
 
 class SampleSpec(_Strict):

@@ -1,0 +1,111 @@
+"""Eval specs: shipped specs load; bad specs exit 2 with one clear line through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.errors import BadInputError
+from evals.spec import list_shipped_specs, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """
+description = "tiny"
+claim_kinds = ["memorization"]
+scoring = "exact"
+[dataset]
+kind = "jsonl"
+train_path = "train.jsonl"
+test_path = "test.jsonl"
+fields = {prompt_field = "q", answer_field = "a"}
+[sample]
+per_split = 3
+[[models]]
+role = "fine_tuned"
+endpoint = "http://127.0.0.1:9/v1"
+model = "ft"
+[[models]]
+role = "base"
+endpoint = "http://127.0.0.1:9/v1"
+model = "base"
+"""
+
+
+def _write_data(folder: Path, train: list[str], test: list[str]) -> None:
+    for name, rows in (("train", train), ("test", test)):
+        lines = [json.dumps({"q": q, "a": "x"}) for q in rows]
+        (folder / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _retest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+                               "RETEST_DATA_DIR": str(cwd / "data"), "HF_HUB_OFFLINE": "1"})
+
+
+def test_shipped_specs_load_and_name_their_claims(shared_data: Path) -> None:
+    specs = list_shipped_specs()
+    assert len(specs) >= 2
+    for path in specs:
+        loaded = load_spec(path)
+        assert loaded.spec.claim_kinds and loaded.spec.description
+        assert {m.role for m in loaded.spec.models} == {"base", "fine_tuned"}
+        assert (loaded.data_path or loaded.test_path).exists()  # type: ignore[union-attr]
+
+
+def test_relative_paths_resolve_next_to_the_spec(tmp_path: Path) -> None:
+    _write_data(tmp_path, ["a b c"], ["d e f"])
+    (tmp_path / "s.toml").write_text(GOOD)
+    loaded = load_spec(tmp_path / "s.toml")
+    assert loaded.train_path == (tmp_path / "train.jsonl").resolve()
+    assert len(loaded.sha256) == 64
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda s: s.replace('scoring = "exact"', 'scoring = "exact"\nsampel = 3'),
+     "unknown key 'sampel'"),
+    (lambda s: s.replace('per_split = 3', 'per_split = 3\nper_splt = 4'),
+     "unknown key 'sample.per_splt'"),
+    (lambda s: s.replace('test_path = "test.jsonl"', 'test_path = "nope.jsonl"'),
+     "dataset file not found: nope.jsonl"),
+    (lambda s: s.replace('role = "base"', 'role = "fine_tuned"'),
+     "exactly one role 'base'"),
+    (lambda s: s.replace('scoring = "exact"', 'scoring = "bleu"'), "invalid 'scoring'"),
+    (lambda s: s.replace('description = "tiny"\n', ''), "missing key 'description'"),
+    (lambda s: s.replace('endpoint = "http://127.0.0.1:9/v1"\nmodel = "ft"',
+                         'endpoint = "embedded"\nmodel = "gpt-9"'),
+     "unknown embedded model 'gpt-9'"),
+    (lambda s: s + "[variants]\nkinds = ['shuffle']\n", "unknown variant kind"),
+    (lambda s: s.replace("[dataset]", "[dataset"), "not valid TOML"),
+])
+def test_bad_spec_is_one_line_error(tmp_path: Path, edit, message: str) -> None:
+    _write_data(tmp_path, ["a b c"], ["d e f"])
+    (tmp_path / "bad.toml").write_text(edit(GOOD))
+    with pytest.raises(BadInputError, match=message.replace("(", r"\(")):
+        load_spec(tmp_path / "bad.toml")
+
+
+@pytest.mark.parametrize(("case", "message"), [
+    ("unknown_key", "unknown key 'seeed'"),
+    ("missing_file", "spec file not found"),
+    ("empty_split", "split 'repeated' is empty"),
+])
+def test_cli_bad_spec_exits_2_with_one_line(tmp_path: Path, case: str, message: str) -> None:
+    # Train and test share nothing, so no test item is repeated: the repeated split is empty.
+    _write_data(tmp_path, ["alpha beta gamma delta", "one two three four"],
+                ["red green blue yellow", "north south east west"])
+    spec = GOOD.replace('scoring = "exact"', 'scoring = "exact"\nseeed = 1') \
+        if case == "unknown_key" else GOOD
+    (tmp_path / "s.toml").write_text(spec)
+    target = "missing.toml" if case == "missing_file" else "s.toml"
+    result = _retest("eval", target, "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
