@@ -243,3 +243,14 @@ def list_shipped_specs() -> list[Path]:
     """Return the spec files shipped in ``evals/specs`` (for the agent's re-test registry)."""
     return sorted(SPECS_DIR.glob("*.toml"))
 
+
+
+def shipped_spec_index() -> list[dict[str, Any]]:
+    """Describe each shipped spec (path, description, claim kinds) for the re-test registry."""
+    index = []
+    for path in list_shipped_specs():
+        spec = EvalSpec.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+        index.append({"path": str(path), "name": path.stem, "description": spec.description,
+                      "claim_kinds": list(spec.claim_kinds), "scoring": spec.scoring,
+                      "split_mode": spec.split.mode})
+    return index

@@ -131,3 +131,22 @@ def test_unreachable_server_fails_after_retries() -> None:
                             gen=GenerationSettings(max_retries=1, timeout_s=2))
     with pytest.raises(ServiceError, match="after 2 attempts"):
         sampler.generate("hi")
+
+
+@pytest.mark.slow
+def test_dead_server_is_recovered_through_restart_hook(llm_base_url: str) -> None:
+    # The sampler starts out pointed at a dead port, as after an embedded server died; the
+    # restart hook (EmbeddedServer.ensure_running in production) hands back the live server's
+    # URL, and the retried request succeeds there.
+    restarts: list[str] = []
+
+    def restart() -> str:
+        restarts.append("called")
+        return llm_base_url
+
+    sampler = OpenAISampler("smol", "http://127.0.0.1:9/v1", "SmolLM2-135M-Instruct",
+                            api="chat", gen=GenerationSettings(max_tokens=8, max_retries=2),
+                            restart=restart)
+    result = sampler.generate("Say hi.")
+    assert result.attempts == 2 and restarts == ["called"]
+    assert sampler.base_url == llm_base_url.rstrip("/")
