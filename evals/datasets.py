@@ -24,7 +24,7 @@ _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$")
 _OPTION_LINE = re.compile(r"^\s*([A-Z])\s*[:.)]\s*(.+?)\s*$")
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSONL file."""
     path = Path(path)
     if not path.is_file():
@@ -76,7 +76,7 @@ def load_jsonl(path: Path | str, *, prompt_field: str, answer_field: str,
     items: list[Item] = []
     seen: set[str] = set()
     used = {prompt_field, answer_field, choices_field, id_field}
-    for line_no, obj in _read_jsonl(path):
+    for line_no, obj in read_jsonl(path):
         where = f"{path}:{line_no}"
         choices: tuple[str, ...] = ()
         if choices_field is not None:
@@ -113,7 +113,7 @@ def load_gsm8k(path: Path | str) -> list[Item]:
     """
     path = Path(path)
     items: list[Item] = []
-    for line_no, obj in _read_jsonl(path):
+    for line_no, obj in read_jsonl(path):
         where = f"{path}:{line_no}"
         solution = _text(obj.get("answer"), where, "answer")
         final = gsm8k_final_answer(solution)
@@ -207,7 +207,7 @@ def load_openai_evals(samples_jsonl: Path | str) -> list[Item]:
     """
     path = Path(samples_jsonl)
     items: list[Item] = []
-    for line_no, obj in _read_jsonl(path):
+    for line_no, obj in read_jsonl(path):
         where = f"{path}:{line_no}"
         messages = obj.get("input")
         if isinstance(messages, str):
