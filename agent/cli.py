@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "agent.commands.server",
     "agent.commands.ask",
     "agent.commands.evaluate",
+    "agent.commands.dedup",
 ]
 
 
