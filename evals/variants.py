@@ -266,6 +266,32 @@ def numbers_variant(item: Item, rng: random.Random, tries: int = 25) -> Item:
     raise _Skip("no whole-number assignment found")
 
 
+def recompute_gsm8k_answer(item: Item, new_numbers: dict[str, str] | None = None) -> str:
+    """Replay ``item``'s solution annotations with question numbers replaced; return the answer.
+
+    ``new_numbers`` maps a number as written in the question ("1,200") to its replacement; numbers
+    not named keep their value. With no replacements the result is the gold answer whenever the
+    item's annotations are self-consistent. Raises ValueError (with the reason) when the answer
+    cannot be recomputed from the annotations.
+    """
+    solution = item.metadata.get("solution")
+    try:
+        if not isinstance(solution, str):
+            raise _Skip("no worked solution")
+        steps = _parse_annotations(solution)
+        gold = _number_value(item.answer)
+        answer_steps = [k for k, (_, stated) in enumerate(steps) if _close(stated, gold)]
+        if not answer_steps:
+            raise _Skip("answer is not computed by an annotation")
+        originals = {_number_value(m.group()) for m in _NUMBER.finditer(item.prompt)}
+        mapping = {v: v for v in originals} | {
+            _number_value(k): _number_value(v) for k, v in (new_numbers or {}).items()}
+        result = replay(steps, mapping)[answer_steps[-1]]
+    except _Skip as why:
+        raise ValueError(str(why)) from why
+    return _format_number(result, item.answer)
+
+
 def _perturb(value: Fraction, rng: random.Random) -> Fraction:
     """Draw a new value of the same kind and magnitude (integers stay integers, cents cents)."""
     if value.denominator == 1:
