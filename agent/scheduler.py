@@ -122,6 +122,7 @@ class ScheduleConfig:
     once: bool = False
     notify: list[str] | None = None
     max_runs: int | None = None  # stop after this many runs (None: forever)
+    options: Any = None  # agent.nodes.context.ReportOptions handed to run_report, if set
 
 
 @dataclass
@@ -258,10 +259,15 @@ class Scheduler:
         _event(logging.INFO, "run_started", run_id=run_id, out_dir=str(out_dir),
                prompt_sha256=sha)
         began = time.monotonic()
+        extra = {"options": self.config.options} if self.config.options is not None else {}
         try:
             outcome = self._run_fn()(text, self.settings, out_dir, run_id=run_id,
-                                     on_event=_progress, cancel=self.stop)
-        except Exception:
+                                     on_event=_progress, cancel=self.stop, **extra)
+        except Exception as exc:
+            if self.stop.is_set():
+                # Cancelled by SIGTERM: the state stays "running" so the next start resumes it.
+                _event(logging.WARNING, "run_cancelled", run_id=run_id, reason=str(exc))
+                return RunResult(EXIT_FAILURE, out_dir, error=str(exc))
             atomic_write_json(self.state_path(sha), {"status": "failed", "run_id": run_id,
                                                      "out_dir": str(out_dir)})
             raise
@@ -366,5 +372,5 @@ def _progress(*args: Any, **kwargs: Any) -> None:
         else:
             fields.setdefault("detail", []).append(str(arg))
     fields.update(kwargs)
-    name = str(fields.pop("event", fields.pop("type", "progress")))
+    name = str(fields.pop("event", None) or fields.get("stage") or "progress")
     log.info(name, extra={"fields": {"event": "progress", "step": name, **fields}})

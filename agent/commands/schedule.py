@@ -44,6 +44,10 @@ def schedule(
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
     max_runs: Annotated[int | None, typer.Option(
         "--max-runs", min=1, help="Stop after this many runs (default: run forever).")] = None,
+    retest_limit: Annotated[int, typer.Option(
+        "--retest-limit", min=0, help="Claims whose re-test runs (0: none).")] = 1,
+    papers_per_claim: Annotated[int, typer.Option(
+        "--papers-per-claim", min=1, max=50, help="Newer papers judged per claim.")] = 4,
 ) -> None:
     """Re-run PROMPT_FILE's report every --every, forever (or --once); JSON-line logs on stderr.
 
@@ -59,9 +63,12 @@ def schedule(
     settings = settings_from_flags(offline=offline, corpus=corpus)
     use_json_logs(getattr(logging, os.environ.get("RETEST_LOG_LEVEL", "INFO").upper(),
                           logging.INFO))
+    from agent.nodes.context import ReportOptions
+
+    options = ReportOptions(retest_limit=retest_limit, papers_per_claim=papers_per_claim)
     scheduler = Scheduler(ScheduleConfig(prompt_file=prompt_file, every_s=every_s,
                                          out_root=out_root, once=once, notify=argv,
-                                         max_runs=max_runs), settings)
+                                         max_runs=max_runs, options=options), settings)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         if scheduler.stop.is_set():  # a second signal: stop now
