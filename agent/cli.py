@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "agent.commands.ask",
     "agent.commands.evaluate",
     "agent.commands.dedup",
+    "agent.commands.schedule",
 ]
 
 
