@@ -297,8 +297,8 @@ def _perturb(value: Fraction, rng: random.Random) -> Fraction:
     if value.denominator == 1:
         n = int(value)
         low, high = max(1, n // 2), max(n + 3, n * 3 // 2)
-        choices = [x for x in range(low, high + 1) if x != n]
-        return Fraction(rng.choice(choices))
+        pick = rng.randint(low, high - 1)
+        return Fraction(pick if pick < n else pick + 1)  # uniform over [low, high] minus n
     cents = int(value * 100)
     return Fraction(max(1, cents + rng.choice([-1, 1]) * rng.randint(1, max(2, cents // 2))), 100)
 
