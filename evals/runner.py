@@ -119,6 +119,8 @@ class OpenAISampler:
         self.api_key = api_key
         self._restart = restart
         self._lock = threading.Lock()
+        # Options repeat across items (numbers, "up"/"down"): tokenize each text once.
+        self._token_cache: dict[tuple[str, bool], list[int]] = {}
         self._set_base_url(base_url)
 
     def _set_base_url(self, base_url: str) -> None:
@@ -186,7 +188,12 @@ class OpenAISampler:
         return self._post_tokenize(payload)
 
     def _tokenize(self, text: str, *, special: bool) -> list[int]:
-        return self._post_tokenize({"prompt": text, "add_special_tokens": special})
+        key = (text, special)
+        cached = self._token_cache.get(key)
+        if cached is None:
+            cached = self._post_tokenize({"prompt": text, "add_special_tokens": special})
+            self._token_cache[key] = cached  # a race only tokenizes twice, never wrongly
+        return cached
 
     def _post_tokenize(self, payload: dict[str, Any]) -> list[int]:
         # vLLM serves /tokenize at the server root, beside /v1.
