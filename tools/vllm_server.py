@@ -27,7 +27,7 @@ import requests
 
 from agent.errors import ServiceError
 from agent.settings import Settings
-from tools.embedded_models import get_embedded_model, prepare_model
+from tools.embedded_models import EmbeddedModel, get_embedded_model, prepare_model
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,40 @@ def server_answers(base_url: str, timeout_s: float = 3.0) -> bool:
         return False
 
 
+def local_model(folder: Path, served_name: str) -> EmbeddedModel:
+    """Describe a local model folder as an :class:`EmbeddedModel` (nothing to convert)."""
+    if not (folder / "config.json").is_file():
+        raise ServiceError(f"{folder} is not a model folder (no config.json)")
+    tokenizer_config = folder / "tokenizer_config.json"
+    has_template = (folder / "chat_template.jinja").is_file() or (
+        tokenizer_config.is_file() and "chat_template" in tokenizer_config.read_text())
+
+    def no_gguf(_: Path) -> Path:
+        raise ServiceError(f"{folder} is served as is; it has no GGUF to convert")
+
+    key = "local-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in served_name)
+    return EmbeddedModel(key, served_name, "fine_tuned", has_template, no_gguf)
+
+
 class EmbeddedServer:
     """The embedded vLLM server for one packaged model."""
 
-    def __init__(self, settings: Settings, model_key: str | None = None) -> None:
-        """Manage the server of ``model_key`` (default: ``settings.server.model``)."""
+    def __init__(self, settings: Settings, model_key: str | None = None, *,
+                 folder: Path | None = None, served_name: str | None = None) -> None:
+        """Manage the server of ``model_key`` (default: ``settings.server.model``).
+
+        With ``folder`` (any local HF-format model folder, e.g. a merged fine-tune) serve that
+        folder as ``served_name`` instead of a packaged model; its state file is its own
+        (``local-<served_name>``), so it never touches a packaged model's server.
+        """
         self.settings = settings
-        self.model = get_embedded_model(model_key or settings.server.model)
+        self.folder = folder
+        if folder is not None:
+            if not served_name:
+                raise ValueError("a custom model folder needs a served_name")
+            self.model = local_model(folder, served_name)
+        else:
+            self.model = get_embedded_model(model_key or settings.server.model)
         self.state_dir = settings.data_dir / "servers"
         self.record_path = self.state_dir / f"{self.model.key}.json"
         self.log_path = self.state_dir / f"{self.model.key}.log"
@@ -128,7 +155,7 @@ class EmbeddedServer:
 
     def _start(self) -> ServerRecord:
         cfg = self.settings.server
-        folder = prepare_model(self.settings.resolved_models_dir, self.model.key)
+        folder = self.folder or prepare_model(self.settings.resolved_models_dir, self.model.key)
         port = cfg.port or free_port(cfg.host)
         if not port_is_free(port, cfg.host):
             raise ServiceError(f"port {port} on {cfg.host} is taken; set RETEST_SERVER__PORT=0")
