@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "agent.commands.evaluate",
     "agent.commands.dedup",
     "agent.commands.schedule",
+    "agent.commands.finetune",
 ]
 
 

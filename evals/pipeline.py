@@ -190,6 +190,12 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
     ``out_dir`` defaults to ``<data_dir>/evals/<spec name>``. ``limit`` caps the items per split
     below the spec's ``sample.per_split``. The summary includes ``supports_claim``.
     """
+    from evals.recipe_spec import is_recipe_file
+
+    if is_recipe_file(spec_path):  # a controlled re-test (fine-tunes its own models)
+        from evals.recipes import run_recipe
+
+        return run_recipe(spec_path, out_dir, settings, limit=limit, progress=progress)
     loaded = load_spec(spec_path)
     spec = loaded.spec
     if limit is not None and limit < 1:

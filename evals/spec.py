@@ -249,7 +249,13 @@ def shipped_spec_index() -> list[dict[str, Any]]:
     """Describe each shipped spec (path, description, claim kinds) for the re-test registry."""
     index = []
     for path in list_shipped_specs():
-        spec = EvalSpec.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if "recipe" in data:  # a controlled re-test, see evals.recipe_spec
+            from evals.recipe_spec import recipe_index_entry
+
+            index.append(recipe_index_entry(path))
+            continue
+        spec = EvalSpec.model_validate(data)
         index.append({"path": str(path), "name": path.stem, "description": spec.description,
                       "claim_kinds": list(spec.claim_kinds), "scoring": spec.scoring,
                       "split_mode": spec.split.mode})

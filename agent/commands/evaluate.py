@@ -27,6 +27,10 @@ def evaluate(
     if as_json:
         print_json(summary)
         return
+    if "recipe" in summary:  # a controlled re-test (evals.recipes) has its own summary shape
+        typer.echo((Path(summary["out_dir"]) / "summary.md").read_text(encoding="utf-8"))
+        typer.echo(f"outputs: {summary['out_dir']}")
+        return
     gap = summary["gap"]
     for model, by_split in summary["accuracy"].items():
         cells = ", ".join(f"{split} {cell['accuracy']:.3f} (n={cell['n']})"

@@ -1,0 +1,165 @@
+"""Recipe specs: TOML files in ``evals/specs/`` with a top-level ``recipe`` key.
+
+A recipe is a controlled re-test: it fine-tunes models itself (or, for the self-verification gap,
+runs one model twice) and evaluates them through the same runner and statistics as any eval spec.
+Kinds: ``dose_response`` (contamination at several doses), ``sft_vs_dpo`` (same data budget,
+two training methods), ``self_verification`` (the model judges its own answers). The dataset,
+scoring and generation tables are the eval spec's own (:mod:`evals.spec`). Every problem is
+raised as BadInputError with one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from agent.errors import BadInputError
+from evals.finetune import FinetuneParams
+from evals.spec import SPECS_DIR, DatasetSpec, GenerationSpec, resolve_data_path
+
+RECIPE_KINDS = ("dose_response", "sft_vs_dpo", "self_verification")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContaminationSpec(_Strict):
+    """How test items are planted into the training data (see :mod:`evals.contamination`)."""
+
+    doses: list[float] = Field(default_factory=lambda: [0.0, 0.25, 1.0], min_length=1)
+    test_items: int = Field(default=60, ge=4)  # test items used: control + pool
+    control_fraction: float = Field(default=0.5, gt=0, lt=1)
+    budget: int = Field(default=120, ge=1)  # training items per model, equal at every dose
+    copy_kind: str = "exact"  # "exact" or a variant kind of evals.variants (near-copies)
+
+    @model_validator(mode="after")
+    def _valid(self) -> ContaminationSpec:
+        if any(not 0.0 <= d <= 1.0 for d in self.doses):
+            raise ValueError("every dose must be between 0 and 1")
+        if len(set(self.doses)) != len(self.doses):
+            raise ValueError("a dose is listed twice")
+        from evals.variants import KINDS
+
+        if self.copy_kind != "exact" and self.copy_kind not in KINDS:
+            raise ValueError(f"copy_kind must be 'exact' or one of {', '.join(KINDS)}")
+        return self
+
+
+class DPOData(_Strict):
+    """Where DPO's rejected replies come from."""
+
+    rejected: Literal["own_output", "perturbed"] = "own_output"  # own wrong outputs first
+
+
+class CompareSpec(_Strict):
+    """What ``sft_vs_dpo`` evaluates on besides the novel items."""
+
+    variant_kinds: list[str] = Field(default_factory=lambda: ["irrelevant_clause"], min_length=1)
+
+
+class AnswerModel(_Strict):
+    """The model of ``self_verification``: a packaged key or a local model folder."""
+
+    model: str = "smollm2-135m-instruct"
+
+
+class RecipeSpec(_Strict):
+    """A whole recipe."""
+
+    description: str
+    claim_kinds: list[str] = Field(min_length=1)
+    recipe: Literal["dose_response", "sft_vs_dpo", "self_verification"]
+    seed: int = 0
+    dataset: DatasetSpec
+    scoring: Literal["exact", "numeric", "mc_letter"]
+    generation: GenerationSpec = GenerationSpec()
+    contamination: ContaminationSpec = ContaminationSpec()
+    finetune: FinetuneParams = FinetuneParams()
+    dpo: DPOData = DPOData()
+    compare: CompareSpec = CompareSpec()
+    model: AnswerModel = AnswerModel()
+
+
+class LoadedRecipe(BaseModel):
+    """A validated recipe with its resolved data paths and fingerprint."""
+
+    spec: RecipeSpec
+    source: Path
+    sha256: str
+    data_path: Path | None = None
+    train_path: Path | None = None
+    test_path: Path | None = None
+
+
+def is_recipe_file(path: str | Path) -> bool:
+    """Tell whether ``path`` (or the shipped spec of that name) is a TOML recipe spec."""
+    source = _locate(path, must_exist=False)
+    if source is None:
+        return False
+    try:
+        return "recipe" in tomllib.loads(source.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError):
+        return False
+
+
+def _locate(path: str | Path, *, must_exist: bool = True) -> Path | None:
+    source = Path(path)
+    if source.is_file():
+        return source
+    shipped = SPECS_DIR / (source.name if source.suffix else f"{source.name}.toml")
+    if source.parent == Path(".") and shipped.is_file():
+        return shipped
+    if must_exist:
+        raise BadInputError(f"spec file not found: {path}")
+    return None
+
+
+def load_recipe(path: str | Path) -> LoadedRecipe:
+    """Read and validate a recipe spec; raise BadInputError with one line on any problem."""
+    source = _locate(path)
+    assert source is not None  # noqa: S101 - _locate raises when missing
+    raw = source.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(f"spec {source}: not valid TOML: {exc}") from None
+    if "recipe" not in data:
+        raise BadInputError(f"spec {source}: not a recipe (no top-level 'recipe' key; expected "
+                            f"one of {', '.join(RECIPE_KINDS)})")
+    try:
+        spec = RecipeSpec.model_validate(data)
+    except ValidationError as exc:
+        raise BadInputError(f"spec {source}: {_one_line(exc)}") from None
+    loaded = LoadedRecipe(spec=spec, source=source.resolve(),
+                          sha256=hashlib.sha256(raw).hexdigest())
+    spec_dir = source.resolve().parent
+    if spec.dataset.path is not None:
+        loaded.data_path = resolve_data_path(spec.dataset.path, spec_dir)
+    else:
+        loaded.train_path = resolve_data_path(str(spec.dataset.train_path), spec_dir)
+        loaded.test_path = resolve_data_path(str(spec.dataset.test_path), spec_dir)
+    return loaded
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "spec"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    if first["type"] == "missing":
+        return f"missing key '{where}'"
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"invalid '{where}': {message}"
+
+
+def recipe_index_entry(path: Path) -> dict[str, Any]:
+    """Describe a shipped recipe for the agent's re-test registry (like an eval spec's entry)."""
+    spec = RecipeSpec.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    return {"path": str(path), "name": path.stem, "description": spec.description,
+            "claim_kinds": list(spec.claim_kinds), "scoring": spec.scoring,
+            "split_mode": f"recipe:{spec.recipe}"}
