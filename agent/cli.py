@@ -32,6 +32,7 @@ app = typer.Typer(
 # Each module defines register(app). A command is listed here only once it works.
 COMMAND_MODULES = [
     "agent.commands.server",
+    "agent.commands.papers",
     "agent.commands.ask",
     "agent.commands.evaluate",
     "agent.commands.dedup",
