@@ -29,9 +29,22 @@ from datasketch import LeanMinHash, MinHashLSH
 
 log = logging.getLogger(__name__)
 
+# From this many documents the compiled kernel is worth numba's import and cache load (~1 s).
+JIT_MIN_DOCS = 50_000
+
+
+def _load_jit() -> Any:
+    """Return the compiled-kernel module, or None when numba is not installed."""
+    try:  # optional: numba ships with the CPU build of vLLM
+        from evals import _minhash_jit
+    except ImportError:
+        return None
+    return _minhash_jit
+
 Scheme = Literal["affine32", "affine64", "legacy"]
 DEFAULT_SCHEME: Scheme = "affine32"  # datasketch >= 2.0's default
 
+_SCHEME_CODES = {"affine32": 0, "affine64": 1, "legacy": 2}
 _MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 _LEGACY_MAX_HASH = np.uint64((1 << 32) - 1)
 _FMIX = {
@@ -181,43 +194,75 @@ def _signatures_chunk(shingle_sets: Sequence[set[str]], perms: np.ndarray,
     return out
 
 
+def _signatures_chunk_jit(shingle_sets: Sequence[set[str]], perms: np.ndarray,
+                          scheme: Scheme) -> np.ndarray:
+    """Compute one chunk's signatures with the compiled kernel on a packed byte buffer."""
+    flat = list(chain.from_iterable(shingle_sets))
+    doc_lengths = np.fromiter(map(len, shingle_sets), dtype=np.int64, count=len(shingle_sets))
+    joined = "".join(flat)
+    if joined.isascii():  # one encode for the chunk; byte lengths are the string lengths
+        buf = joined.encode("ascii")
+        lengths = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+    else:
+        encoded = [s.encode("utf8") for s in flat]
+        buf = b"".join(encoded)
+        lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(flat))
+    starts = np.cumsum(lengths) - lengths
+    doc_of = np.repeat(np.arange(len(shingle_sets), dtype=np.int64), doc_lengths)
+    out = np.full((len(shingle_sets), perms.shape[1]), int(_empty_value(scheme)), dtype=np.uint64)
+    _load_jit().signatures_kernel(np.frombuffer(buf, dtype=np.uint8), starts, lengths, doc_of,
+                           perms[0].astype(np.uint64), perms[1].astype(np.uint64), out,
+                           _SCHEME_CODES[scheme])
+    return out.astype(_dtype(scheme), copy=False)
+
+
 def _signatures_serial(shingle_sets: Sequence[set[str]], num_perm: int, seed: int,
-                       scheme: Scheme, chunk_docs: int | None) -> np.ndarray:
+                       scheme: Scheme, chunk_docs: int | None,
+                       use_jit: bool | None) -> np.ndarray:
     perms = permutations(num_perm, seed, scheme)
     if chunk_docs is None:
         sample = shingle_sets[:1000]
         mean_len = max(1.0, sum(map(len, sample)) / max(1, len(sample)))
         chunk_docs = max(1, int(_CHUNK_CELLS / (mean_len * num_perm)))
-    parts = [_signatures_chunk(shingle_sets[i:i + chunk_docs], perms, scheme)
+    if use_jit is None:
+        use_jit = len(shingle_sets) >= JIT_MIN_DOCS
+    chunk = _signatures_chunk_jit if (use_jit and _load_jit() is not None) else _signatures_chunk
+    parts = [chunk(shingle_sets[i:i + chunk_docs], perms, scheme)
              for i in range(0, len(shingle_sets), chunk_docs)]
     if not parts:
         return np.empty((0, num_perm), dtype=_dtype(scheme))
     return np.concatenate(parts)
 
 
-def _worker(args: tuple[Sequence[set[str]], int, int, Scheme, int | None]) -> np.ndarray:
+def _worker(args: tuple[Sequence[set[str]], int, int, Scheme, int | None, bool | None],
+            ) -> np.ndarray:
     return _signatures_serial(*args)
 
 
 def minhash_signatures(shingle_sets: Sequence[set[str]], *, num_perm: int = 128, seed: int = 1,
                        scheme: Scheme = DEFAULT_SCHEME, processes: int = 1,
-                       chunk_docs: int | None = None) -> np.ndarray:
+                       chunk_docs: int | None = None,
+                       use_jit: bool | None = None) -> np.ndarray:
     """Return the MinHash signatures of ``shingle_sets``, one row per set.
 
     Row ``i`` equals ``datasketch.MinHash(num_perm, seed, scheme=scheme)`` updated with each
     shingle's UTF-8 bytes (default SHA-1 hash), bit for bit; an empty set gives datasketch's empty
     signature. The dtype is the scheme's: uint32 for ``affine32`` (datasketch's default), uint64
     for ``affine64`` and ``legacy``. ``processes > 1`` splits the documents into contiguous parts
-    computed in worker processes (worth it from ~100k documents).
+    computed in worker processes (worth it from ~100k documents). ``use_jit`` picks the compiled
+    kernel (numba; True) or the numpy path (False); by default the kernel runs from
+    :data:`JIT_MIN_DOCS` documents when numba is installed. Both give the same bits.
     """
     if num_perm < 1:
         raise ValueError(f"num_perm must be >= 1, got {num_perm}")
     if scheme not in ("affine32", "affine64", "legacy"):
         raise ValueError(f"unknown MinHash scheme {scheme!r}")
+    if use_jit is None:  # decided for the whole input, not per worker's share
+        use_jit = len(shingle_sets) >= JIT_MIN_DOCS
     if processes <= 1 or len(shingle_sets) < 2 * processes:
-        return _signatures_serial(shingle_sets, num_perm, seed, scheme, chunk_docs)
+        return _signatures_serial(shingle_sets, num_perm, seed, scheme, chunk_docs, use_jit)
     step = -(-len(shingle_sets) // processes)
-    jobs = [(shingle_sets[i:i + step], num_perm, seed, scheme, chunk_docs)
+    jobs = [(shingle_sets[i:i + step], num_perm, seed, scheme, chunk_docs, use_jit)
             for i in range(0, len(shingle_sets), step)]
     with ProcessPoolExecutor(max_workers=processes) as pool:
         return np.concatenate(list(pool.map(_worker, jobs)))

@@ -122,11 +122,16 @@ def _docs(count: int, seed: int = 0) -> list[set[str]]:
     return [*docs, set(), {"only one"}, {"dup", "dup "}]
 
 
+@pytest.mark.parametrize("use_jit", [False, True], ids=["numpy", "jit"])
 @pytest.mark.parametrize("scheme", ["affine32", "affine64", "legacy"])
 @pytest.mark.parametrize(("num_perm", "seed"), [(128, 1), (64, 7), (256, 42), (1, 3), (17, 0)])
-def test_signatures_bit_identical_to_datasketch(scheme: str, num_perm: int, seed: int) -> None:
-    docs = _docs(60, seed)
-    ours = minhash_signatures(docs, num_perm=num_perm, seed=seed, scheme=scheme)  # type: ignore[arg-type]
+def test_signatures_bit_identical_to_datasketch(scheme: str, num_perm: int, seed: int,
+                                                use_jit: bool) -> None:
+    if use_jit:
+        pytest.importorskip("numba", reason="the compiled kernel needs numba")
+    docs = _docs(60, seed) + [{"x" * 130, "y" * 55, "z" * 56, "é" * 40}]  # multi-block SHA-1
+    ours = minhash_signatures(docs, num_perm=num_perm, seed=seed,
+                              scheme=scheme, use_jit=use_jit)  # type: ignore[arg-type]
     ref = _reference(docs, num_perm, seed, scheme)
     assert ours.dtype == ref.dtype
     assert ours.shape == (len(docs), num_perm)
@@ -154,6 +159,7 @@ def test_chunking_and_processes_do_not_change_signatures() -> None:
     assert np.array_equal(minhash_signatures(docs, chunk_docs=1), base)
     assert np.array_equal(minhash_signatures(docs, chunk_docs=7), base)
     assert np.array_equal(minhash_signatures(docs, processes=2), base)
+    assert np.array_equal(minhash_signatures(docs, processes=2, use_jit=False), base)
 
 
 def test_empty_input_and_bad_parameters() -> None:
