@@ -33,6 +33,7 @@ class BackgroundRun:
     cancel: threading.Event = field(default_factory=threading.Event)
     outcome: Any = None
     error: str | None = None
+    cancelled: bool = False
     finished_at: float | None = None
     thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -67,8 +68,12 @@ class RunRegistry:
         self._runs: dict[str, BackgroundRun] = {}
         self._lock = threading.Lock()
 
-    def start(self, prompt_text: str, settings: Settings, runs_dir: Path) -> BackgroundRun:
-        """Start ``run_report`` on ``prompt_text`` in a daemon thread; return the run."""
+    def start(self, prompt_text: str, settings: Settings, runs_dir: Path,
+              options: Any = None) -> BackgroundRun:
+        """Start ``run_report`` on ``prompt_text`` in a daemon thread; return the run.
+
+        ``options`` is an ``agent.nodes.context.ReportOptions`` (None: the agent's defaults).
+        """
         from agent.run import run_report
 
         run_id = uuid.uuid4().hex[:16]
@@ -78,9 +83,14 @@ class RunRegistry:
         def work() -> None:
             try:
                 run.outcome = run_report(prompt_text, settings, out_dir, run_id=run_id,
-                                         on_event=run.on_event, cancel=run.cancel)
+                                         on_event=run.on_event, cancel=run.cancel,
+                                         options=options)
             except Exception as exc:  # the page shows it; the thread must not die silently
-                log.exception("report run %s failed", run_id)
+                if run.cancel.is_set():
+                    run.cancelled = True
+                    log.info("report run %s cancelled", run_id)
+                else:
+                    log.exception("report run %s failed", run_id)
                 run.error = f"{type(exc).__name__}: {exc}"
             finally:
                 run.finished_at = time.time()

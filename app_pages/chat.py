@@ -39,7 +39,7 @@ def render() -> None:
     """Draw the chat page."""
     st.header("Chat with the literature")
     messages: list[dict[str, Any]] = st.session_state.setdefault(HISTORY_KEY, [])
-    if st.sidebar.button("New chat", key="new_chat", disabled=not messages):
+    if st.sidebar.button("New chat", key="new_chat"):
         messages.clear()
     for message in messages:
         with st.chat_message(message["role"]):

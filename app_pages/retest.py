@@ -51,6 +51,8 @@ def _progress(run: BackgroundRun) -> None:
     state = "running" if run.running else ("error" if run.error else "complete")
     label = {"running": "Running the re-test…", "error": "The run failed",
              "complete": "Run finished"}[state]
+    if run.cancelled:
+        label = "Run cancelled (the checkpoint keeps finished steps)"
     with st.status(label, state=state, expanded=True):
         for stage, event in stages.items():
             done, total = event.get("done"), event.get("total")
@@ -58,7 +60,7 @@ def _progress(run: BackgroundRun) -> None:
             st.markdown(f"**{escape_md(stage)}**{count}: {escape_md(event.get('message', ''))}")
             if total:
                 st.progress(min(1.0, float(done or 0) / float(total)))
-    if run.error:
+    if run.error and not run.cancelled:
         st.error(escape_md(run.error))
     if run.running:
         if st.button("Cancel run", key="cancel_run", disabled=run.cancel.is_set()):
@@ -110,8 +112,15 @@ def render() -> None:
     if not brief["claims"]:
         st.warning("No dated claims were found, so there is nothing to re-test.")
         return
+    left, right = st.columns(2)
+    papers = left.number_input("Papers per claim", min_value=1, max_value=10, value=4,
+                               key="papers_per_claim")
+    retests = right.checkbox("Run local re-tests (slow on CPU)", value=True, key="run_retests")
     if st.button("Run re-test", type="primary", key="start_run"):
+        from agent.nodes.context import ReportOptions
+
         current = resources.settings()
-        started = registry.start(text, current, current.data_dir / "app_runs")
+        options = ReportOptions(papers_per_claim=int(papers), retest_limit=1 if retests else 0)
+        started = registry.start(text, current, current.data_dir / "app_runs", options)
         st.query_params["run"] = started.run_id
         st.rerun()

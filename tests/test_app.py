@@ -146,12 +146,19 @@ def test_settings_page_names_endpoint_and_data_dir(llm_env: Path, llm_base_url: 
 # ---- chat against the real embedded vLLM server and a small real store ----------------------
 
 @pytest.fixture()
-def small_store(llm_env: Path, shared_data: Path) -> list:
+def small_store(llm_env: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> list:
+    """120 real corpus records: in a JSONL file (RETEST_CORPUS) and in the tmp paper store."""
+    import gzip
+
     from agent.settings import load_settings
     from tools.corpus import iter_corpus
     from tools.paper_store import PaperStore
 
-    papers = list(itertools.islice(iter_corpus(shared_data / CORPUS), 120))
+    corpus = llm_env.parent / "small.jsonl"
+    with gzip.open(shared_data / CORPUS, "rt") as src:
+        corpus.write_text("".join(itertools.islice(src, 120)))
+    monkeypatch.setenv("RETEST_CORPUS", str(corpus))
+    papers = list(iter_corpus(corpus))
     PaperStore(load_settings()).upsert(papers, progress=False)
     return papers
 
@@ -190,6 +197,8 @@ def test_report_run_progresses_in_background_and_reattaches(small_store: list, s
     at.run()
     at.sidebar.radio(key="page").set_value("Re-test").run()
     at.text_area(key="prompt_text").input(seed_prompt.read_text()).run()
+    at.number_input(key="papers_per_claim").set_value(2)
+    at.checkbox(key="run_retests").uncheck()
     at.button(key="start_run").click().run()
     run_id = at.query_params["run"][0] if isinstance(at.query_params["run"], list) \
         else at.query_params["run"]
