@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 import arxiv
 import requests
 from arxiv import _feed  # the package's own Atom parser; public API only returns Results
+from lxml import etree
 
 from agent.errors import BadInputError, ServiceError
 from agent.settings import Settings
@@ -30,11 +31,19 @@ logger = logging.getLogger(__name__)
 
 # Field prefixes of arXiv's query syntax; a query using one is passed through as written.
 _FIELD_PREFIXES = ("ti:", "au:", "abs:", "co:", "jr:", "cat:", "rn:", "id:", "all:")
+# Words that only make an AND query stricter without saying anything.
+_STOPWORDS = frozenset(
+    "a an and are as at be by do does for from has have how in into is it its of on or than that "
+    "the their these this to via was were what when which with".split()
+)
+_ATOM = "{http://www.w3.org/2005/Atom}"
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # Upper bound on one backoff pause, so a misconfigured spacing cannot stall a run for hours.
 _MAX_BACKOFF_S = 120.0
-# One request at a time per process, whatever the number of ArxivSource objects.
+# One request at a time per process, whatever the number of ArxivSource objects, and the
+# spacing is kept per API URL across all of them (a run builds several sources).
 _REQUEST_LOCK = threading.Lock()
+_LAST_REQUEST_END: dict[str, float] = {}
 
 
 class ArxivUnavailable(ServiceError):  # noqa: N818 - the name other modules import
@@ -85,16 +94,18 @@ def build_query(
 ) -> str:
     """Turn free text plus filters into arXiv query syntax.
 
-    Plain words become ``all:word`` terms joined by AND; a query that already uses field
-    prefixes (``ti:``, ``au:``...) is kept as written. Dates become a ``submittedDate`` range
-    covering whole days (an open end runs to today); categories become an OR of ``cat:`` terms.
+    Plain words (minus stopwords) become ``all:word`` terms joined by AND; a query that already
+    uses field prefixes (``ti:``, ``au:``...) is kept as written. Dates become a
+    ``submittedDate`` range covering whole days (an open end runs to today); categories become an
+    OR of ``cat:`` terms.
     """
     text = " ".join(query.split())
     if not text and not categories:
         raise BadInputError("empty arXiv query")
     if text and not any(prefix in text for prefix in _FIELD_PREFIXES):
-        words = [w.replace('"', "") for w in text.split()]
-        text = " AND ".join(f"all:{w}" for w in words if w)
+        words = [w.strip("\"'?,;:()[]") for w in text.split()]
+        content = [w for w in words if w and w.lower() not in _STOPWORDS] or [w for w in words if w]
+        text = " AND ".join(f"all:{w}" for w in content)
     parts = [f"({text})" if " " in text else text] if text else []
     if categories:
         parts.append("(" + " OR ".join(f"cat:{c}" for c in categories) + ")")
@@ -145,7 +156,6 @@ class ArxivSource:
         self.clock = clock
         self.sleep = sleep
         self._rng = rng or random.Random()  # jitter only; not security sensitive
-        self._last_request_end: float | None = None
         self._retry_after: float | None = None  # from a 429/503's Retry-After header
         self.requests_made = 0
         self._session = requests.Session()
@@ -277,18 +287,20 @@ class ArxivSource:
 
     def _request(self, url: str) -> requests.Response:
         """Send one GET, at least the configured spacing after the previous one ended."""
+        base_url = self.settings.arxiv.base_url
         with _REQUEST_LOCK:
             spacing = self.settings.arxiv.effective_spacing_s
-            if self._last_request_end is not None:
-                wait = self._last_request_end + spacing - self.clock()
+            last_end = _LAST_REQUEST_END.get(base_url)
+            if last_end is not None:
+                wait = last_end + spacing - self.clock()
                 if wait > 0:
-                    self.sleep(wait)
+                    self.sleep(min(wait, spacing))  # min: a foreign clock cannot stall us
             logger.info("arXiv request: %s", url)
             try:
                 self.requests_made += 1
                 return self._session.get(url, timeout=self.settings.arxiv.timeout_s)
             finally:
-                self._last_request_end = self.clock()
+                _LAST_REQUEST_END[base_url] = self.clock()
 
     def _backoff(self, attempt: int, problem: str) -> None:
         """Sleep before retry ``attempt``: base * 2**(attempt-1), plus up to 50% jitter."""
@@ -312,8 +324,11 @@ def _retry_after_s(response: requests.Response) -> float | None:
 
 def _error_text(response: requests.Response) -> str:
     """Pull the human message out of arXiv's Atom error feed (its entry's summary)."""
-    feed = _feed.parse(response.content)
-    for result in feed.results:
-        if result.summary:
-            return " ".join(result.summary.split())
-    return f"HTTP {response.status_code}"
+    # The package's parser drops the error entry (it has no dates), so read it directly.
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, recover=True)
+    try:
+        root = etree.fromstring(response.content, parser=parser)
+    except etree.XMLSyntaxError:
+        root = None
+    summary = root.findtext(f"{_ATOM}entry/{_ATOM}summary") if root is not None else None
+    return " ".join(summary.split()) if summary else f"HTTP {response.status_code}"
