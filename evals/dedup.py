@@ -274,6 +274,39 @@ def lean_minhashes(signatures: np.ndarray, *, seed: int = 1,
     return [LeanMinHash(seed=seed, hashvalues=row, scheme=scheme) for row in signatures]
 
 
+def build_lsh(signatures: np.ndarray, *, threshold: float, seed: int = 1,
+              scheme: Scheme = DEFAULT_SCHEME, keep: np.ndarray | None = None) -> MinHashLSH:
+    """Return an in-memory datasketch ``MinHashLSH`` holding signature row ``i`` under key ``i``.
+
+    Rows where ``keep`` is False are left out. The index is the one ``MinHashLSH.insert`` of
+    ``LeanMinHash`` objects builds (same band keys, same storage calls), but every band's keys are
+    cut from one byte-swapped array instead of one small array per document and band.
+    """
+    n, num_perm = signatures.shape
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    rows = np.arange(n) if keep is None else np.flatnonzero(keep)
+    if rows.size == 0:
+        return lsh
+    # The first row goes through the public API: it checks the format and records the scheme
+    # the index then enforces on queries.
+    first = int(rows[0])
+    lsh.insert(first, LeanMinHash(seed=seed, hashvalues=signatures[first], scheme=scheme),
+               check_duplication=False)
+    rest = rows[1:]
+    band_keys = []
+    for start, end in lsh.hashranges:
+        # MinHashLSH keys a band by bytes(hashvalues[start:end].byteswap().data).
+        raw = np.ascontiguousarray(signatures[rest, start:end]).byteswap().tobytes()
+        width = (end - start) * signatures.dtype.itemsize
+        band_keys.append([raw[k:k + width] for k in range(0, len(raw), width)])
+    for j, key in enumerate(rest.tolist()):
+        hs = [keys[j] for keys in band_keys]
+        lsh.keys.insert(key, *hs)
+        for h, table in zip(hs, lsh.hashtables, strict=True):
+            table.insert(h, key)
+    return lsh
+
+
 # ---------------------------------------------------------------------------- labelling
 
 
@@ -355,12 +388,9 @@ def label_test_items(train_texts: Sequence[str], test_texts: Sequence[str], *,
     train_sigs = minhash_signatures(train_sets, num_perm=num_perm, seed=seed, processes=processes)
     test_sigs = minhash_signatures(test_sets, num_perm=num_perm, seed=seed, processes=processes)
     lap("signatures")
-    lsh = MinHashLSH(threshold=lsh_threshold, num_perm=num_perm)
-    with lsh.insertion_session() as session:
-        for i, row in enumerate(train_sigs):
-            if train_sets[i]:  # an empty text matches nothing; keep it out of every bucket
-                session.insert(i, LeanMinHash(seed=seed, hashvalues=row, scheme=DEFAULT_SCHEME),
-                               check_duplication=False)
+    # An empty text matches nothing; keep it out of every bucket.
+    keep = np.fromiter(map(bool, train_sets), dtype=bool, count=len(train_sets))
+    lsh = build_lsh(train_sigs, threshold=lsh_threshold, seed=seed, keep=keep)
     lap("index")
     labels: list[DedupLabel] = []
     n_candidates = 0

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from agent.cli import main
 from evals.dedup import (
+    build_lsh,
     char_shingles,
     jaccard,
     label_test_items,
@@ -183,6 +184,23 @@ def test_signatures_work_in_datasketch_lsh() -> None:
         lsh.insert(i, lean)
     assert 0 in lsh.query(ref[3])  # a datasketch-made MinHash finds our signature's bucket
     assert 2 not in lsh.query(LeanMinHash(ref[3]))
+
+
+def test_build_lsh_equals_public_inserts() -> None:
+    docs = _docs(150) + [set()]
+    sigs = minhash_signatures(docs)
+    keep = np.array([bool(d) for d in docs])
+    fast = build_lsh(sigs, threshold=0.5, keep=keep)
+    ref = MinHashLSH(threshold=0.5, num_perm=128)
+    for i in np.flatnonzero(keep):
+        ref.insert(int(i), LeanMinHash(seed=1, hashvalues=sigs[i], scheme="affine32"))
+    assert (fast.b, fast.r) == (ref.b, ref.r)
+    assert fast.keys._dict == ref.keys._dict
+    assert all(a._dict == b._dict for a, b in zip(fast.hashtables, ref.hashtables, strict=True))
+    probe = LeanMinHash(seed=1, hashvalues=sigs[3], scheme="affine32")
+    assert sorted(fast.query(probe)) == sorted(ref.query(probe)) and 3 in fast.query(probe)
+    with pytest.raises(ValueError, match="scheme"):  # the index still enforces its scheme
+        fast.query(LeanMinHash(seed=1, hashvalues=sigs[3].astype(np.uint64), scheme="legacy"))
 
 
 # ---------------------------------------------------------------------------- labels
