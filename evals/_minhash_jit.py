@@ -81,6 +81,34 @@ def _bswap32(x: np.uint64) -> np.uint64:
             | ((x >> np.uint64(8)) & np.uint64(0xFF00)) | (x >> np.uint64(24)))
 
 
+@njit(cache=True, inline="always")
+def _fold(buf: np.ndarray, start: int, length: int, row: np.ndarray, a: np.ndarray,
+          b: np.ndarray, scheme: int, scratch: np.ndarray, w: np.ndarray) -> None:
+    """Hash one shingle (``length`` bytes at ``start``) and fold it into ``row``'s minima."""
+    num_perm = a.shape[0]
+    h = _sha1_prefix(buf, start, length, 2 if scheme == 1 else 1, scratch, w)
+    if scheme == 0:
+        h = h ^ (h >> np.uint64(16))
+        h = (h * np.uint64(0x85EBCA6B)) & _M32
+        h = h ^ (h >> np.uint64(13))
+        h = (h * np.uint64(0xC2B2AE35)) & _M32
+        h = h ^ (h >> np.uint64(16))
+        for k in range(num_perm):
+            row[k] = min(row[k], (a[k] * h + b[k]) & _M32)
+    elif scheme == 1:
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xFF51AFD7ED558CCD)
+        h = h ^ (h >> np.uint64(33))
+        h = h * np.uint64(0xC4CEB9FE1A85EC53)
+        h = h ^ (h >> np.uint64(33))
+        for k in range(num_perm):
+            row[k] = min(row[k], a[k] * h + b[k])
+    else:
+        prime = np.uint64((1 << 61) - 1)
+        for k in range(num_perm):
+            row[k] = min(row[k], ((a[k] * h + b[k]) % prime) & _M32)
+
+
 @njit(cache=True)
 def signatures_kernel(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                       doc_of: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray,
@@ -90,32 +118,53 @@ def signatures_kernel(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
     ``scheme`` is 0 for affine32, 1 for affine64, 2 for legacy; ``out`` starts filled with the
     scheme's empty value.
     """
-    num_perm = a.shape[0]
-    prime = np.uint64((1 << 61) - 1)
     longest = 0
     for i in range(lengths.shape[0]):
         longest = max(longest, lengths[i])
     scratch = np.zeros(longest + 136, dtype=np.uint8)
     w = np.empty(80, dtype=np.uint64)
     for i in range(starts.shape[0]):
-        h = _sha1_prefix(buf, starts[i], lengths[i], 2 if scheme == 1 else 1, scratch, w)
-        row = out[doc_of[i]]
-        if scheme == 0:
-            h = h ^ (h >> np.uint64(16))
-            h = (h * np.uint64(0x85EBCA6B)) & _M32
-            h = h ^ (h >> np.uint64(13))
-            h = (h * np.uint64(0xC2B2AE35)) & _M32
-            h = h ^ (h >> np.uint64(16))
-            for k in range(num_perm):
-                row[k] = min(row[k], (a[k] * h + b[k]) & _M32)
-        elif scheme == 1:
-            h = h ^ (h >> np.uint64(33))
-            h = h * np.uint64(0xFF51AFD7ED558CCD)
-            h = h ^ (h >> np.uint64(33))
-            h = h * np.uint64(0xC4CEB9FE1A85EC53)
-            h = h ^ (h >> np.uint64(33))
-            for k in range(num_perm):
-                row[k] = min(row[k], a[k] * h + b[k])
-        else:
-            for k in range(num_perm):
-                row[k] = min(row[k], ((a[k] * h + b[k]) % prime) & _M32)
+        _fold(buf, starts[i], lengths[i], out[doc_of[i]], a, b, scheme, scratch, w)
+
+
+@njit(cache=True)
+def word_ngram_kernel(buf: np.ndarray, doc_starts: np.ndarray, doc_ends: np.ndarray, n: int,
+                      a: np.ndarray, b: np.ndarray, out: np.ndarray, scheme: int) -> None:
+    """Fold the word ``n``-grams of each normalized document into its row of ``out``.
+
+    Document ``d`` is ``buf[doc_starts[d]:doc_ends[d]]``, words separated by single spaces (what
+    ``normalize`` produces), so an n-gram's text ``" ".join(words)`` is one contiguous byte range:
+    no shingle string is ever built. A document of at most ``n`` words is one shingle, as in
+    ``word_shingles``; an n-gram repeated within a document changes no minimum.
+    """
+    longest = 0
+    for d in range(doc_starts.shape[0]):
+        longest = max(longest, doc_ends[d] - doc_starts[d])
+    scratch = np.zeros(longest + 136, dtype=np.uint8)
+    w = np.empty(80, dtype=np.uint64)
+    word_start = np.empty(longest // 2 + 2, dtype=np.int64)
+    word_end = np.empty(longest // 2 + 2, dtype=np.int64)
+    for d in range(doc_starts.shape[0]):
+        count = 0
+        inside = False
+        for pos in range(doc_starts[d], doc_ends[d]):
+            if buf[pos] == 32:
+                if inside:
+                    word_end[count - 1] = pos
+                    inside = False
+            elif not inside:
+                word_start[count] = pos
+                count += 1
+                inside = True
+        if inside:
+            word_end[count - 1] = doc_ends[d]
+        if count == 0:
+            continue
+        row = out[d]
+        if count <= n:
+            _fold(buf, word_start[0], word_end[count - 1] - word_start[0], row, a, b, scheme,
+                  scratch, w)
+            continue
+        for i in range(count - n + 1):
+            _fold(buf, word_start[i], word_end[i + n - 1] - word_start[i], row, a, b, scheme,
+                  scratch, w)

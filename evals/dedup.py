@@ -6,9 +6,14 @@ verify (exact Jaccard on the shingle sets) -> label.
 
 Signatures are bit-identical to ``datasketch.MinHash(num_perm, seed, scheme=...)`` fed each
 shingle as UTF-8 bytes with the default SHA-1 hash, so datasketch's LSH (including its Redis
-storage) can index them. They are computed differently: every distinct shingle of a batch is
-hashed once, and the permutations and per-document minima run as numpy array operations over the
-whole batch instead of one small ``update_batch`` per document.
+storage) can index them. They are computed differently, over a whole batch of documents instead
+of one small ``update_batch`` per document:
+- numpy path (any size; the default below :data:`JIT_MIN_DOCS` documents): every distinct
+  shingle of a chunk is hashed once with hashlib, then the permutations and the per-document
+  minima run as numpy array operations over all of the chunk's shingles;
+- compiled path (numba, optional): the shingles are packed into one byte buffer and a compiled
+  kernel computes SHA-1, the permutations and the minima with no Python object per shingle (it
+  hashes every occurrence: deduplicating in Python would cost as much as the compiled SHA-1).
 """
 
 from __future__ import annotations
@@ -266,6 +271,37 @@ def minhash_signatures(shingle_sets: Sequence[set[str]], *, num_perm: int = 128,
             for i in range(0, len(shingle_sets), step)]
     with ProcessPoolExecutor(max_workers=processes) as pool:
         return np.concatenate(list(pool.map(_worker, jobs)))
+
+
+def text_signatures(texts: Sequence[str], *, n: int = 3, num_perm: int = 128, seed: int = 1,
+                    scheme: Scheme = DEFAULT_SCHEME, mask_numbers: bool = False,
+                    use_jit: bool | None = None) -> np.ndarray:
+    """Return the signatures of each text's word ``n``-gram shingles, normalized first.
+
+    Equal to ``minhash_signatures(shingle_texts(texts, n=n, mask_numbers=...))``. With the
+    compiled kernel the n-grams are read straight from the normalized text bytes, so no shingle
+    strings or sets are built at all.
+    """
+    if n < 1:
+        raise ValueError(f"shingle size must be >= 1, got {n}")
+    if use_jit is None:
+        use_jit = len(texts) >= JIT_MIN_DOCS
+    jit = _load_jit() if use_jit else None
+    if jit is None:
+        return minhash_signatures(shingle_texts(texts, n=n, mask_numbers=mask_numbers),
+                                  num_perm=num_perm, seed=seed, scheme=scheme, use_jit=False)
+    perms = permutations(num_perm, seed, scheme)
+    a, b = perms[0].astype(np.uint64), perms[1].astype(np.uint64)
+    out = np.full((len(texts), num_perm), int(_empty_value(scheme)), dtype=np.uint64)
+    step = 20_000  # bounds the joined buffer; one kernel call per block
+    for lo in range(0, len(texts), step):
+        encoded = [normalize(t, mask_numbers=mask_numbers).encode("utf8")
+                   for t in texts[lo:lo + step]]
+        ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
+        starts = ends - np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        buf = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        jit.word_ngram_kernel(buf, starts, ends, n, a, b, out[lo:lo + step], _SCHEME_CODES[scheme])
+    return out.astype(_dtype(scheme), copy=False)
 
 
 def lean_minhashes(signatures: np.ndarray, *, seed: int = 1,
