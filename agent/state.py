@@ -59,7 +59,7 @@ class PaperRecord(TypedDict):
 
 
 class Evidence(TypedDict):
-    """One paper judged against one claim; the summary and stance are the model's, the rest facts."""
+    """One paper judged against one claim: summary and stance are the model's, the rest facts."""
 
     claim_id: str
     arxiv_id: str

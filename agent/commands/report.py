@@ -1,0 +1,78 @@
+"""``retest report PROMPT_FILE``: the re-test report, with progress lines on stderr."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.commands.common import settings_from_flags
+from agent.errors import EXIT_DEGRADED, BadInputError
+from agent.nodes.context import ProgressEvent, ReportOptions
+
+
+def _read_prompt(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadInputError(f"prompt file not found: {path}") from None
+    except OSError as exc:
+        raise BadInputError(f"cannot read prompt file {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(f"prompt file {path} is not UTF-8 text") from None
+
+
+def _show(event: ProgressEvent) -> None:
+    count = f" ({event['done']}/{event['total']})" if event.get("total") else ""
+    typer.echo(f"[{event['stage']}] {event['message']}{count}", err=True)
+
+
+def report(
+    prompt_file: Annotated[Path, typer.Argument(help="Research prompt (text file).")],
+    corpus: Annotated[Path | None, typer.Option(
+        "--corpus", help="Local corpus file (JSONL[.gz], snapshot).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/report"),
+    offline: Annotated[bool, typer.Option("--offline", help="Never call live arXiv.")] = False,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", help="Continue the interrupted run RUN_ID.")] = None,
+    retest_limit: Annotated[int, typer.Option(
+        "--retest-limit", min=0, help="Claims whose re-test runs (0: none).")] = 1,
+    retest_items: Annotated[int, typer.Option(
+        "--retest-items", min=1, help="Items per split (repeated, novel) in a re-test.")] = 40,
+    finetune: Annotated[bool, typer.Option(
+        "--finetune-recipes", help="Allow re-tests that fine-tune models (slow on CPUs).")] = False,
+    papers_per_claim: Annotated[int, typer.Option(
+        "--papers-per-claim", min=1, max=50, help="Newer papers judged per claim.")] = 4,
+) -> None:
+    """Re-test the prompt's dated claims; write report.md, report.json, references.bib."""
+    from agent.run import checkpoint_exists, run_report
+
+    if corpus is not None and not corpus.is_file():
+        raise BadInputError(f"corpus file not found: {corpus}")
+    text = _read_prompt(prompt_file)
+    settings = settings_from_flags(offline=offline, corpus=corpus)
+    if resume is not None and not checkpoint_exists(settings, resume):
+        raise BadInputError(f"no run {resume!r} to resume in {settings.data_dir}")
+    run_id = resume
+    if run_id is None:
+        from agent.run import new_run_id
+
+        run_id = new_run_id()
+    typer.echo(f"run id: {run_id} (continue an interrupted run with --resume {run_id})", err=True)
+    outcome = run_report(text, settings, out, run_id=run_id, on_event=_show,
+                         options=ReportOptions(papers_per_claim=papers_per_claim,
+                                               retest_limit=retest_limit,
+                                               retest_items=retest_items,
+                                               finetune_recipes=finetune))
+    typer.echo(str(outcome.out_dir / "report.md"))
+    if outcome.exit_code == EXIT_DEGRADED:
+        typer.echo("retest: degraded: " + "; ".join(outcome.degraded), err=True)
+        raise typer.Exit(EXIT_DEGRADED)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report`` to the CLI."""
+    app.command("report")(report)

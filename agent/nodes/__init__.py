@@ -1,0 +1,1 @@
+"""Nodes of the report graph, one module per group; :mod:`agent.graph` wires them."""
