@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "agent.commands.server",
     "agent.commands.papers",
     "agent.commands.ask",
+    "agent.commands.report",
     "agent.commands.evaluate",
     "agent.commands.dedup",
     "agent.commands.schedule",
