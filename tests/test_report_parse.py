@@ -1,0 +1,175 @@
+"""The research-prompt parser, the grounding filter and the verdict rule (pure, fast)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.errors import BadInputError
+from agent.grounding import REMOVED_MARK, find_arxiv_ids, ground_markdown, strip_ungrounded
+from agent.nodes.synthesis import decide_verdict
+from agent.parse import parse_date_range, parse_prompt, parse_with_fallback
+
+
+def test_seed_prompt(seed_prompt):
+    brief = parse_prompt(seed_prompt.read_text(encoding="utf-8"))
+    assert len(brief["claims"]) == 5
+    assert [a["arxiv_id"] for a in brief["anchors"]] == [
+        "2410.18890", "2412.02674", "2504.07912", "2603.03415"]
+    assert all(a["valid"] for a in brief["anchors"])
+    assert brief["anchors"][0]["dated"] == "Oct 2024"
+    assert len(brief["tasks"]) == 3
+    c1 = brief["claims"][0]
+    assert c1["text"].startswith("Fine-tuned models rely on template-matching")
+    assert not c1["text"].endswith("(~2024–2025).")
+    assert (c1["date_from"], c1["date_to"]) == ("2024-01-01", "2025-12-31")
+    assert (brief["claims"][2]["date_from"], brief["claims"][2]["date_to"]) == (
+        "2024-01-01", "2024-12-31")
+    assert brief["question"].startswith("Why do large language models outperform")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("~2024–2025", ("2024-01-01", "2025-12-31")),
+    ("Oct 2024", ("2024-10-01", "2024-10-31")),
+    ("2023-2026", ("2023-01-01", "2026-12-31")),
+    ("Feb 2024", ("2024-02-01", "2024-02-29")),
+    ("2025-03", ("2025-03-01", "2025-03-31")),
+    ("mid-2025", ("2025-01-01", "2025-12-31")),
+    ("no date here", None),
+])
+def test_date_ranges(text, expected):
+    assert parse_date_range(text) == expected
+
+
+VARIANT = """Some preamble that is not a claim.
+
+Claims:
+- Chain-of-thought prompting helps only models above 60B parameters (2022).
+* Instruction tuning mostly teaches output format rather than new knowledge
+   and this continuation line belongs to the bullet (~2023).
+– Retrieval augmentation removes hallucination entirely.
+• ok
+
+Anchors:
+- arXiv:2513.01234 (Jan 2025): impossible month, malformed
+- 2201.11903v2: chain of thought
+- hep-th/9901001 (Jan 1999): an old-style id
+
+Tasks
+1. Re-test each claim.
+2. Name tensions.
+"""
+
+
+def test_variant_bullets_dates_and_ids():
+    brief = parse_prompt(VARIANT)
+    texts = [c["text"] for c in brief["claims"]]
+    assert len(texts) == 3, texts  # "ok" is too short to be a claim
+    assert brief["claims"][0]["date_from"] == "2022-01-01"
+    assert "continuation line belongs" in texts[1]
+    assert brief["claims"][1]["date_to"] == "2023-12-31"
+    assert brief["claims"][2]["dated"] == "" and brief["claims"][2]["date_from"] is None
+    anchors = {a["raw"]: a for a in brief["anchors"]}
+    assert anchors["2513.01234"]["valid"] is False
+    assert anchors["2201.11903v2"]["valid"] and anchors["2201.11903v2"]["arxiv_id"] == "2201.11903"
+    assert anchors["hep-th/9901001"]["valid"]
+    assert brief["tasks"] == ["Re-test each claim.", "Name tensions."]
+
+
+def test_claims_without_heading_or_dates():
+    brief = parse_prompt("Does scaling fix reasoning?\n\n- Bigger models memorize more benchmark "
+                         "items\n- Small models cannot self-correct\n")
+    assert brief["question"] == "Does scaling fix reasoning?"
+    assert len(brief["claims"]) == 2 and all(c["date_from"] is None for c in brief["claims"])
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t  ", "\x00\x01binary"])
+def test_empty_or_binary_prompt_is_bad_input(text):
+    with pytest.raises(BadInputError):
+        parse_prompt(text)
+
+
+def test_prompt_without_claims_is_bad_input_without_llm():
+    with pytest.raises(BadInputError, match="no dated claims"):
+        parse_with_fallback("Just a paragraph of prose with no bullets at all.", None)
+
+
+class _OneClaimLLM:
+    """Offers one claim copied from the prompt and one it invented."""
+
+    def complete_json(self, messages, schema, **_):
+        return schema.model_validate({"claims": [
+            {"text": "language models memorize repeated benchmark items", "dated": "2024"},
+            {"text": "quantum gravity explains transformers completely", "dated": "1999"}]})
+
+
+def test_llm_fallback_keeps_only_claims_found_in_prompt():
+    text = "We think language models memorize repeated benchmark items, as of 2024."
+    brief, used = parse_with_fallback(text, _OneClaimLLM())
+    assert used
+    assert [c["text"] for c in brief["claims"]] == [
+        "language models memorize repeated benchmark items"]
+    assert brief["claims"][0]["date_from"] == "2024-01-01"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=400))
+def test_parser_never_crashes(text):
+    try:
+        brief = parse_prompt(text)
+    except BadInputError:
+        return
+    assert all(c["id"] == f"C{i}" for i, c in enumerate(brief["claims"], 1))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.sampled_from(["- ", "* ", "• ", "1. ", "(2) ", "arXiv:", "2410.18890",
+                                 "2513.01234", "(~2024–2025)", "claim about models", "\n",
+                                 "Your task:", "Anchor papers", " (Oct 2024): "]), max_size=30))
+def test_parser_tolerates_prompt_like_fragments(parts):
+    try:
+        parse_prompt("".join(parts))
+    except BadInputError:
+        pass
+
+
+def test_strip_ungrounded_removes_invented_ids():
+    text = ("See arXiv:2501.00001 and 2513.01234v2, plus hep-th/9901001 and 2410.18890; "
+            "version 2501.00001v3 is fine.")
+    cleaned, removed = strip_ungrounded(text, {"2501.00001"})
+    assert removed == ["2513.01234", "hep-th/9901001", "2410.18890"]
+    assert find_arxiv_ids(cleaned) == ["2501.00001", "2501.00001"]
+    assert cleaned.count(REMOVED_MARK) == 3
+
+
+def test_ground_markdown_allows_anchor_ids_only_on_anchor_lines():
+    md = ("cites 2410.18890 as evidence\n| 2410.18890 | unverifiable | x | <!-- anchor -->\n"
+          "and 2502.00002\n")
+    out, removed = ground_markdown(md, retrieved={"2502.00002"}, anchor_ids={"2410.18890"})
+    lines = out.splitlines()
+    assert "2410.18890" not in lines[0] and REMOVED_MARK in lines[0]
+    assert "2410.18890" in lines[1]
+    assert "2502.00002" in lines[2]
+    assert removed == ["2410.18890"]
+
+
+def _ev(*stances):
+    return [{"stance": s} for s in stances]
+
+
+@pytest.mark.parametrize(("stances", "retest", "verdict"), [
+    ((), None, "unresolved"),
+    (("unrelated", "unrelated"), None, "unresolved"),
+    (("supports",), None, "holds"),
+    (("overturns",), None, "relaxed"),  # one paper alone never overturns
+    (("overturns", "overturns", "supports"), None, "overturned"),
+    (("relaxes", "supports", "supports"), None, "holds"),
+    (("relaxes", "relaxes", "supports"), None, "relaxed"),
+    (("overturns",), {"supports_claim": True}, "holds"),  # a significant re-test outweighs it
+    (("supports",), {"supports_claim": False}, "overturned"),
+    (("supports", "supports"), {"supports_claim": False}, "relaxed"),
+    (("supports",), {"supports_claim": None}, "holds"),  # not significant: papers decide
+])
+def test_verdict_rule(stances, retest, verdict):
+    assert decide_verdict(_ev(*stances), retest) == verdict
