@@ -9,6 +9,7 @@ import typer
 
 from agent.commands.common import settings_from_flags
 from agent.errors import EXIT_DEGRADED, BadInputError
+from agent.parse import parse_prompt
 from agent.nodes.context import ProgressEvent, ReportOptions
 
 
@@ -53,6 +54,7 @@ def report(
     if corpus is not None and not corpus.is_file():
         raise BadInputError(f"corpus file not found: {corpus}")
     text = _read_prompt(prompt_file)
+    parse_prompt(text)  # an empty or binary prompt fails here, before any output
     settings = settings_from_flags(offline=offline, corpus=corpus)
     if resume is not None and not checkpoint_exists(settings, resume):
         raise BadInputError(f"no run {resume!r} to resume in {settings.data_dir}")

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
@@ -90,7 +90,9 @@ def to_record(paper: Paper) -> PaperRecord:
 
 
 class _Queries(BaseModel):
-    queries: list[str] = Field(default_factory=list, max_length=3)
+    # Bounded lengths make guided decoding stop: the small model otherwise rambles to max_tokens.
+    queries: list[Annotated[str, Field(min_length=3, max_length=80)]] = Field(
+        default_factory=list, max_length=3)
 
 
 def plan_claim(task: PlanTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
