@@ -81,50 +81,137 @@ def _bswap32(x: np.uint64) -> np.uint64:
             | ((x >> np.uint64(8)) & np.uint64(0xFF00)) | (x >> np.uint64(24)))
 
 
-@njit(cache=True, inline="always")
-def _fold(buf: np.ndarray, start: int, length: int, row: np.ndarray, a: np.ndarray,
-          b: np.ndarray, scheme: int, scratch: np.ndarray, w: np.ndarray) -> None:
-    """Hash one shingle (``length`` bytes at ``start``) and fold it into ``row``'s minima."""
+_LANES = 16  # messages hashed side by side, so the compiler can use SIMD across them
+
+
+@njit(cache=True)
+def _sha1_round(w: np.ndarray, t: int, lanes: int, a_: np.ndarray, b_: np.ndarray,
+                c_: np.ndarray, d_: np.ndarray, e_: np.ndarray) -> None:
+    for lane in range(lanes):
+        a, b, c, d = a_[lane], b_[lane], c_[lane], d_[lane]
+        if t < 20:
+            f = d ^ (b & (c ^ d))
+            k = np.uint64(0x5A827999)
+        elif t < 40:
+            f = b ^ c ^ d
+            k = np.uint64(0x6ED9EBA1)
+        elif t < 60:
+            f = (b & c) | (d & (b | c))
+            k = np.uint64(0x8F1BBCDC)
+        else:
+            f = b ^ c ^ d
+            k = np.uint64(0xCA62C1D6)
+        temp = (_rotl(a, 5) + f + e_[lane] + k + w[t, lane]) & _M32
+        e_[lane] = d
+        d_[lane] = c
+        c_[lane] = _rotl(b, 30)
+        b_[lane] = a
+        a_[lane] = temp
+
+
+@njit(cache=True)
+def sha1_many(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+              out_words: int) -> np.ndarray:
+    """Return datasketch's sha1_hash32 (``out_words`` 1) or sha1_hash64 (2) of each message.
+
+    Messages of at most 55 bytes (one SHA-1 block: nearly every shingle) are hashed
+    ``_LANES`` at a time in lane-major arrays; longer ones one by one.
+    """
+    n = starts.shape[0]
+    hs = np.empty(n, dtype=np.uint64)
+    w = np.zeros((80, _LANES), dtype=np.uint64)
+    a_ = np.empty(_LANES, dtype=np.uint64)
+    b_ = np.empty(_LANES, dtype=np.uint64)
+    c_ = np.empty(_LANES, dtype=np.uint64)
+    d_ = np.empty(_LANES, dtype=np.uint64)
+    e_ = np.empty(_LANES, dtype=np.uint64)
+    which = np.empty(_LANES, dtype=np.int64)
+    longest = 0
+    for i in range(n):
+        longest = max(longest, lengths[i])
+    scratch = np.zeros(longest + 136, dtype=np.uint8)
+    w1 = np.empty(80, dtype=np.uint64)
+    i = 0
+    while i < n:
+        m = 0
+        while i < n and m < _LANES:
+            length = lengths[i]
+            if length > 55:
+                hs[i] = _sha1_prefix(buf, starts[i], length, out_words, scratch, w1)
+                i += 1
+                continue
+            which[m] = i
+            for t in range(16):
+                w[t, m] = 0
+            start = starts[i]
+            for p in range(length):
+                w[p >> 2, m] |= np.uint64(buf[start + p]) << np.uint64(24 - 8 * (p & 3))
+            w[length >> 2, m] |= np.uint64(0x80) << np.uint64(24 - 8 * (length & 3))
+            w[15, m] = np.uint64(length * 8)
+            m += 1
+            i += 1
+        if m == 0:
+            continue
+        for t in range(16, 80):
+            for lane in range(_LANES):
+                w[t, lane] = _rotl(w[t - 3, lane] ^ w[t - 8, lane] ^ w[t - 14, lane]
+                                   ^ w[t - 16, lane], 1)
+        a_[:] = 0x67452301
+        b_[:] = 0xEFCDAB89
+        c_[:] = 0x98BADCFE
+        d_[:] = 0x10325476
+        e_[:] = 0xC3D2E1F0
+        for t in range(80):
+            _sha1_round(w, t, _LANES, a_, b_, c_, d_, e_)
+        for j in range(m):
+            first = _bswap32((a_[j] + np.uint64(0x67452301)) & _M32)
+            if out_words == 2:
+                first |= _bswap32((b_[j] + np.uint64(0xEFCDAB89)) & _M32) << np.uint64(32)
+            hs[which[j]] = first
+    return hs
+
+
+@njit(cache=True)
+def fold_many(hs: np.ndarray, doc_of: np.ndarray, a: np.ndarray, b: np.ndarray,
+              out: np.ndarray, scheme: int) -> None:
+    """Fold shingle hashes ``hs`` into their documents' rows of ``out`` (running minima).
+
+    ``scheme`` is 0 for affine32, 1 for affine64, 2 for legacy; ``out`` starts filled with the
+    scheme's empty value.
+    """
     num_perm = a.shape[0]
-    h = _sha1_prefix(buf, start, length, 2 if scheme == 1 else 1, scratch, w)
-    if scheme == 0:
-        h = h ^ (h >> np.uint64(16))
-        h = (h * np.uint64(0x85EBCA6B)) & _M32
-        h = h ^ (h >> np.uint64(13))
-        h = (h * np.uint64(0xC2B2AE35)) & _M32
-        h = h ^ (h >> np.uint64(16))
-        for k in range(num_perm):
-            row[k] = min(row[k], (a[k] * h + b[k]) & _M32)
-    elif scheme == 1:
-        h = h ^ (h >> np.uint64(33))
-        h = h * np.uint64(0xFF51AFD7ED558CCD)
-        h = h ^ (h >> np.uint64(33))
-        h = h * np.uint64(0xC4CEB9FE1A85EC53)
-        h = h ^ (h >> np.uint64(33))
-        for k in range(num_perm):
-            row[k] = min(row[k], a[k] * h + b[k])
-    else:
-        prime = np.uint64((1 << 61) - 1)
-        for k in range(num_perm):
-            row[k] = min(row[k], ((a[k] * h + b[k]) % prime) & _M32)
+    prime = np.uint64((1 << 61) - 1)
+    for i in range(hs.shape[0]):
+        h = hs[i]
+        row = out[doc_of[i]]
+        if scheme == 0:
+            h = h ^ (h >> np.uint64(16))
+            h = (h * np.uint64(0x85EBCA6B)) & _M32
+            h = h ^ (h >> np.uint64(13))
+            h = (h * np.uint64(0xC2B2AE35)) & _M32
+            h = h ^ (h >> np.uint64(16))
+            for k in range(num_perm):
+                row[k] = min(row[k], (a[k] * h + b[k]) & _M32)
+        elif scheme == 1:
+            h = h ^ (h >> np.uint64(33))
+            h = h * np.uint64(0xFF51AFD7ED558CCD)
+            h = h ^ (h >> np.uint64(33))
+            h = h * np.uint64(0xC4CEB9FE1A85EC53)
+            h = h ^ (h >> np.uint64(33))
+            for k in range(num_perm):
+                row[k] = min(row[k], a[k] * h + b[k])
+        else:
+            for k in range(num_perm):
+                row[k] = min(row[k], ((a[k] * h + b[k]) % prime) & _M32)
 
 
 @njit(cache=True)
 def signatures_kernel(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                       doc_of: np.ndarray, a: np.ndarray, b: np.ndarray, out: np.ndarray,
                       scheme: int) -> None:
-    """Fold every shingle into its document's row of ``out`` (the running minimum).
-
-    ``scheme`` is 0 for affine32, 1 for affine64, 2 for legacy; ``out`` starts filled with the
-    scheme's empty value.
-    """
-    longest = 0
-    for i in range(lengths.shape[0]):
-        longest = max(longest, lengths[i])
-    scratch = np.zeros(longest + 136, dtype=np.uint8)
-    w = np.empty(80, dtype=np.uint64)
-    for i in range(starts.shape[0]):
-        _fold(buf, starts[i], lengths[i], out[doc_of[i]], a, b, scheme, scratch, w)
+    """Fold every shingle (``lengths[i]`` bytes at ``starts[i]``) into row ``doc_of[i]``."""
+    hs = sha1_many(buf, starts, lengths, 2 if scheme == 1 else 1)
+    fold_many(hs, doc_of, a, b, out, scheme)
 
 
 @njit(cache=True)
@@ -137,13 +224,16 @@ def word_ngram_kernel(buf: np.ndarray, doc_starts: np.ndarray, doc_ends: np.ndar
     no shingle string is ever built. A document of at most ``n`` words is one shingle, as in
     ``word_shingles``; an n-gram repeated within a document changes no minimum.
     """
-    longest = 0
-    for d in range(doc_starts.shape[0]):
-        longest = max(longest, doc_ends[d] - doc_starts[d])
-    scratch = np.zeros(longest + 136, dtype=np.uint8)
-    w = np.empty(80, dtype=np.uint64)
-    word_start = np.empty(longest // 2 + 2, dtype=np.int64)
-    word_end = np.empty(longest // 2 + 2, dtype=np.int64)
+    total_words = 0
+    for pos in range(buf.shape[0]):
+        total_words += buf[pos] == 32
+    cap = total_words + doc_starts.shape[0] + 1  # words <= spaces + documents
+    starts = np.empty(cap, dtype=np.int64)
+    lengths = np.empty(cap, dtype=np.int64)
+    doc_of = np.empty(cap, dtype=np.int64)
+    word_start = np.empty(cap, dtype=np.int64)
+    word_end = np.empty(cap, dtype=np.int64)
+    m = 0
     for d in range(doc_starts.shape[0]):
         count = 0
         inside = False
@@ -160,11 +250,16 @@ def word_ngram_kernel(buf: np.ndarray, doc_starts: np.ndarray, doc_ends: np.ndar
             word_end[count - 1] = doc_ends[d]
         if count == 0:
             continue
-        row = out[d]
         if count <= n:
-            _fold(buf, word_start[0], word_end[count - 1] - word_start[0], row, a, b, scheme,
-                  scratch, w)
+            starts[m] = word_start[0]
+            lengths[m] = word_end[count - 1] - word_start[0]
+            doc_of[m] = d
+            m += 1
             continue
         for i in range(count - n + 1):
-            _fold(buf, word_start[i], word_end[i + n - 1] - word_start[i], row, a, b, scheme,
-                  scratch, w)
+            starts[m] = word_start[i]
+            lengths[m] = word_end[i + n - 1] - word_start[i]
+            doc_of[m] = d
+            m += 1
+    hs = sha1_many(buf, starts[:m], lengths[:m], 2 if scheme == 1 else 1)
+    fold_many(hs, doc_of[:m], a, b, out, scheme)

@@ -22,6 +22,7 @@ from evals.dedup import (
     minhash_signatures,
     normalize,
     shingle_texts,
+    text_signatures,
     word_shingles,
 )
 
@@ -152,6 +153,23 @@ def test_signatures_match_bulk_and_default_minhash() -> None:
 def test_signatures_property(docs: list[set[str]], seed: int) -> None:
     assert np.array_equal(minhash_signatures(docs, num_perm=16, seed=seed),
                           _reference(docs, 16, seed, "affine32"))
+
+
+@pytest.mark.parametrize("use_jit", [False, True], ids=["numpy", "jit"])
+@pytest.mark.parametrize("scheme", ["affine32", "affine64", "legacy"])
+@pytest.mark.parametrize("n", [1, 3, 5])
+def test_text_signatures_equal_shingle_path(use_jit: bool, scheme: str, n: int) -> None:
+    if use_jit:
+        pytest.importorskip("numba", reason="the compiled kernel needs numba")
+    rng = random.Random(n)
+    vocab = ["alpha", "beta", "Gamma,", "δέλτα", "x" * 60, "12.5", "--", "  "]
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(0, 30))) for _ in range(80)]
+    texts += ["", "one", "one two", "a a a a a a", "  Spaced   OUT\ttext!  "]
+    expected = minhash_signatures(shingle_texts(texts, n=n), scheme=scheme, use_jit=False)  # type: ignore[arg-type]
+    got = text_signatures(texts, n=n, scheme=scheme, use_jit=use_jit)  # type: ignore[arg-type]
+    assert np.array_equal(got, expected)
+    masked = text_signatures(texts, n=n, mask_numbers=True, use_jit=use_jit)
+    assert np.array_equal(masked, minhash_signatures(shingle_texts(texts, n=n, mask_numbers=True)))
 
 
 def test_chunking_and_processes_do_not_change_signatures() -> None:
