@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,10 @@ def _retest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_shipped_specs_load_and_name_their_claims(shared_data: Path) -> None:
-    specs = list_shipped_specs()
-    assert len(specs) >= 2
+    # Recipe specs (controlled re-tests, evals.recipe_spec) have their own schema and tests.
+    specs = [p for p in list_shipped_specs() if "recipe" not in tomllib.loads(p.read_text())]
+    assert {p.stem for p in specs} >= {"elementary_math_qa_dedup", "quartz_dedup",
+                                       "gsm8k_variants"}
     for path in specs:
         loaded = load_spec(path)
         assert loaded.spec.claim_kinds and loaded.spec.description
@@ -109,3 +112,13 @@ def test_cli_bad_spec_exits_2_with_one_line(tmp_path: Path, case: str, message: 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_bare_name_picks_a_shipped_spec(shared_data: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    loaded = load_spec("gsm8k_variants")
+    assert loaded.source.name == "gsm8k_variants.toml"
+    assert loaded.spec.split.mode == "variants" and loaded.spec.scoring == "numeric"
+    with pytest.raises(BadInputError, match="spec file not found"):
+        load_spec("no_such_spec")
