@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -173,3 +175,25 @@ def _ev(*stances):
 ])
 def test_verdict_rule(stances, retest, verdict):
     assert decide_verdict(_ev(*stances), retest) == verdict
+
+
+def test_example_prompt_parses_and_flags_its_malformed_anchor():
+    text = (Path(__file__).resolve().parents[1] / "examples" / "contamination_regime.txt"
+            ).read_text(encoding="utf-8")
+    brief = parse_prompt(text)
+    assert len(brief["claims"]) == 4 and len(brief["tasks"]) == 3
+    assert all(c["date_from"] for c in brief["claims"])
+    assert [a["valid"] for a in brief["anchors"]] == [True, True, True, False]
+
+
+def test_retest_registry_reads_claim_kinds_and_matches_claim_one(seed_prompt):
+    from agent.nodes.retest import load_registry, match_score
+
+    recipes = load_registry()
+    assert recipes, "evals/specs declares no claim_kinds"
+    assert all(r.claim_kinds and r.description for r in recipes)
+    cheap = [r for r in recipes if not r.finetunes]
+    c1 = parse_prompt(seed_prompt.read_text(encoding="utf-8"))["claims"][0]["text"]
+    assert max(match_score(c1, r) for r in cheap) > 0
+    assert match_score("Quantum error correction thresholds improve with surface codes.",
+                       cheap[0]) == 0
