@@ -1,8 +1,8 @@
 """Near-duplicate detection between a training side and a test side: shingles, MinHash, LSH.
 
-Stages (each timed in :attr:`DedupResult.summary`): normalize -> shingle -> fingerprint
-(MinHash signatures) -> index (datasketch ``MinHashLSH`` over the training side) -> query and
-verify (exact Jaccard on the shingle sets) -> label.
+Stages (each timed in :attr:`DedupResult.summary`): fingerprint (normalize, shingle, MinHash
+signatures) -> index (datasketch ``MinHashLSH`` over the training side) -> query and verify
+(exact Jaccard on the shingle sets of the proposed pairs) -> label.
 
 Signatures are bit-identical to ``datasketch.MinHash(num_perm, seed, scheme=...)`` fed each
 shingle as UTF-8 bytes with the default SHA-1 hash, so datasketch's LSH (including its Redis
@@ -417,26 +417,45 @@ def label_test_items(train_texts: Sequence[str], test_texts: Sequence[str], *,
         timings[stage] = round(now - clock, 4)
         clock = now
 
+    if shingle not in ("word", "char"):
+        raise ValueError(f"shingle must be 'word' or 'char', got {shingle!r}")
     params = {"shingle": shingle, "n": n, "mask_numbers": mask_numbers}
-    train_sets = shingle_texts(train_texts, **params)
-    test_sets = shingle_texts(test_texts, **params)
-    lap("shingle")
-    train_sigs = minhash_signatures(train_sets, num_perm=num_perm, seed=seed, processes=processes)
-    test_sigs = minhash_signatures(test_sets, num_perm=num_perm, seed=seed, processes=processes)
-    lap("signatures")
-    # An empty text matches nothing; keep it out of every bucket.
-    keep = np.fromiter(map(bool, train_sets), dtype=bool, count=len(train_sets))
+    use_jit = (len(train_texts) + len(test_texts) >= JIT_MIN_DOCS) and _load_jit() is not None
+    if shingle == "word":
+        # Signatures straight from the text; shingle sets are built only for the pairs LSH
+        # proposes, which is all the exact verification needs.
+        sig = {"n": n, "num_perm": num_perm, "seed": seed, "mask_numbers": mask_numbers,
+               "use_jit": use_jit}
+        train_sigs = text_signatures(train_texts, **sig)  # type: ignore[arg-type]
+        test_sigs = text_signatures(test_texts, **sig)  # type: ignore[arg-type]
+    else:
+        sig = {"num_perm": num_perm, "seed": seed, "processes": processes, "use_jit": use_jit}
+        train_sigs = minhash_signatures(shingle_texts(train_texts, **params), **sig)  # type: ignore[arg-type]
+        test_sigs = minhash_signatures(shingle_texts(test_texts, **params), **sig)  # type: ignore[arg-type]
+    lap("fingerprint")
+    # An empty text has the empty signature and matches nothing: keep it out of every bucket.
+    empty = _empty_value(DEFAULT_SCHEME)
+    keep = ~(train_sigs == empty).all(axis=1)
     lsh = build_lsh(train_sigs, threshold=lsh_threshold, seed=seed, keep=keep)
     lap("index")
+    make = word_shingles if shingle == "word" else char_shingles
+    train_sets: dict[int, set[str]] = {}
+
+    def train_set(i: int) -> set[str]:
+        if i not in train_sets:
+            train_sets[i] = make(normalize(train_texts[i], mask_numbers=mask_numbers), n)
+        return train_sets[i]
+
     labels: list[DedupLabel] = []
     n_candidates = 0
     for j, row in enumerate(test_sigs):
-        shingles = test_sets[j]
         scored: list[tuple[int, float]] = []
-        if shingles:
-            candidates = lsh.query(LeanMinHash(seed=seed, hashvalues=row, scheme=DEFAULT_SCHEME))
+        candidates = [] if (row == empty).all() else lsh.query(
+            LeanMinHash(seed=seed, hashvalues=row, scheme=DEFAULT_SCHEME))
+        if candidates:
             n_candidates += len(candidates)
-            scored = sorted(((i, jaccard(shingles, train_sets[i])) for i in candidates),
+            shingles = make(normalize(test_texts[j], mask_numbers=mask_numbers), n)
+            scored = sorted(((i, jaccard(shingles, train_set(i))) for i in candidates),
                             key=lambda pair: (-pair[1], pair[0]))
         matches = [(i, round(s, 6)) for i, s in scored if s >= threshold]
         best_index, best = scored[0] if scored else (None, 0.0)
@@ -452,6 +471,7 @@ def label_test_items(train_texts: Sequence[str], test_texts: Sequence[str], *,
         "threshold": threshold, "lsh_threshold": lsh_threshold,
         "lsh_bands": lsh.b, "lsh_rows": lsh.r, "num_perm": num_perm, "seed": seed,
         "scheme": DEFAULT_SCHEME, **params, "candidates_verified": n_candidates,
+        "compiled_kernel": use_jit,
         "timings_s": timings,
     }
     log.info("dedup: %d of %d test items repeated (threshold %.2f) in %.2fs",

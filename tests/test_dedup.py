@@ -252,8 +252,23 @@ def test_labels_list_all_matches_best_first_and_summary() -> None:
     summary = masked.summary
     assert (summary["repeated"], summary["novel"], summary["n_train"]) == (1, 1, 3)
     assert summary["lsh_threshold"] < summary["threshold"]
-    assert set(summary["timings_s"]) == {"shingle", "signatures", "index", "query_verify",
-                                         "total"}
+    assert set(summary["timings_s"]) == {"fingerprint", "index", "query_verify", "total"}
+
+
+@pytest.mark.parametrize("shingle", ["word", "char"])
+def test_labels_same_with_compiled_kernel(shingle: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("numba", reason="the compiled kernel needs numba")
+    rng = random.Random(5)
+    vocab = [f"w{k}" for k in range(40)]
+    train = [" ".join(rng.choices(vocab, k=12)) for _ in range(120)]
+    test = [t if k % 3 else " ".join(t.split()[:-1]) for k, t in enumerate(train[:30])]
+    test += [" ".join(rng.choices(vocab, k=12)) for _ in range(30)] + [""]
+    plain = label_test_items(train, test, threshold=0.6, shingle=shingle)  # type: ignore[arg-type]
+    monkeypatch.setattr("evals.dedup.JIT_MIN_DOCS", 1)
+    jit = label_test_items(train, test, threshold=0.6, shingle=shingle)  # type: ignore[arg-type]
+    assert not plain.summary["compiled_kernel"] and jit.summary["compiled_kernel"]
+    assert jit.items == plain.items
+    assert sum(lab.label == "repeated" for lab in jit.items) >= 30
 
 
 def test_empty_texts_are_novel() -> None:
