@@ -104,6 +104,11 @@ def use_json_logs(level: int = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # The run context logs each progress event as text too; ours carry the same as fields.
+    logging.getLogger("agent.nodes.context").setLevel(max(level, logging.WARNING))
+    # One line per HTTP request to the LLM server drowns the events that matter.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
     # Progress bars would interleave with the JSON lines; tqdm honours this variable.
     os.environ.setdefault("TQDM_DISABLE", "1")
 
