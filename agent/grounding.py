@@ -49,7 +49,7 @@ def ground_markdown(markdown: str, retrieved: Iterable[str],
                     anchor_ids: Iterable[str]) -> tuple[str, list[str]]:
     """Run the final pass over a rendered report.
 
-    Lines of the flagged-anchors table (marked with the ``<!-- anchors -->`` comment) may name the
+    Rows of the anchors table (marked with an ``<!-- anchor -->`` comment) may name the
     user's anchor ids; everywhere else only retrieved ids survive. Removed ids are logged.
     """
     retrieved_set = set(retrieved)
@@ -57,7 +57,7 @@ def ground_markdown(markdown: str, retrieved: Iterable[str],
     out: list[str] = []
     removed_all: list[str] = []
     for line in markdown.splitlines():
-        allowed = anchors_set if line.rstrip().endswith("<!-- anchor -->") else retrieved_set
+        allowed = anchors_set if "<!-- anchor -->" in line else retrieved_set
         cleaned, removed = strip_ungrounded(line, allowed)
         removed_all += removed
         out.append(cleaned)

@@ -44,9 +44,11 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
                           key=lambda e: (-e["score"], e["arxiv_id"]))
         plan = state.get("retest_plans", {}).get(claim["id"])
         retest = state.get("retests", {}).get(claim["id"])
-        note = plan["needs"] if plan and not plan["spec"] else (
-            f"recipe {plan['spec']} (chosen by {plan['chosen_by']}) not run: re-test limit"
-            if plan and retest is None else "")
+        note = ""
+        if plan and not plan["spec"]:
+            note = plan["needs"]
+        elif plan and retest is None:
+            note = f"recipe {plan['spec']} (chosen by {plan['chosen_by']}): {plan['status']}"
         claims_out.append({
             "id": claim["id"], "text": claim["text"], "dated": claim["dated"],
             "date_range": [claim["date_from"], claim["date_to"]],
@@ -150,7 +152,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for a in report["anchors"]:
         flag = "" if a["status"] == "verified" else " (flagged: not grounded, not cited)"
         lines.append(f"| {a['arxiv_id']} | {a['status']}{flag} | "
-                     f"{_cell(a['title'] or a['note'])} | <!-- anchor -->")
+                     f"{_cell(a['title'] or a['note'])} <!-- anchor --> |")
     usage = report.get("usage", {})
     lines += ["", "## Method", "",
               f"- model: {report['model']}", f"- corpus: {report['corpus']}",

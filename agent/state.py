@@ -95,6 +95,7 @@ class RetestPlan(TypedDict):
     spec: str | None
     chosen_by: str  # "llm", "keywords" or "none"
     needs: str  # for claims without a recipe: what a re-test would need
+    status: str  # "planned", "ran", "failed: ...", "skipped: ...", "no recipe"
 
 
 class Tension(TypedDict):

@@ -146,7 +146,7 @@ def test_strip_ungrounded_removes_invented_ids():
 
 
 def test_ground_markdown_allows_anchor_ids_only_on_anchor_lines():
-    md = ("cites 2410.18890 as evidence\n| 2410.18890 | unverifiable | x | <!-- anchor -->\n"
+    md = ("cites 2410.18890 as evidence\n| 2410.18890 | unverifiable | x <!-- anchor --> |\n"
           "and 2502.00002\n")
     out, removed = ground_markdown(md, retrieved={"2502.00002"}, anchor_ids={"2410.18890"})
     lines = out.splitlines()

@@ -100,7 +100,8 @@ def plan_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, A
                 chosen = best.name if scores[best.name] > 0 else None
                 how = "keywords" if chosen else "none"
         plans[claim["id"]] = RetestPlan(claim_id=claim["id"], spec=chosen, chosen_by=how,
-                                        needs="" if chosen else _needs(claim))
+                                        needs="" if chosen else _needs(claim),
+                                        status="planned" if chosen else "no recipe")
     ctx.emit("retest", f"recipes chosen for {sum(1 for p in plans.values() if p['spec'])} "
              f"of {len(plans)} claims")
     return {"retest_plans": plans, "degraded": degraded}
@@ -126,6 +127,10 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
     order = {cid: i for i, cid in enumerate(claims)}
     queue = sorted((p for p in plans.values() if p["spec"] in recipes),
                    key=lambda p: (recipes[p["spec"]].finetunes, order[p["claim_id"]]))
+    updated: dict[str, RetestPlan] = {
+        p["claim_id"]: RetestPlan(**{**p, "status": f"skipped: re-test limit "
+                                     f"{ctx.options.retest_limit} (--retest-limit)"})
+        for p in queue[ctx.options.retest_limit:]}
     queue = queue[:ctx.options.retest_limit]
     retests: dict[str, Retest] = {}
     degraded: list[str] = []
@@ -145,13 +150,15 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
             break
         except RetestError as exc:
             degraded.append(f"re-test {recipe.name} failed: {exc}")
+            updated[plan["claim_id"]] = RetestPlan(**{**plan, "status": f"failed: {exc}"})
             continue
+        updated[plan["claim_id"]] = RetestPlan(**{**plan, "status": "ran"})
         supports = summary.get("supports_claim")
         retests[plan["claim_id"]] = Retest(
             spec=recipe.path.name, summary=_jsonable(summary),
             supports_claim=supports if isinstance(supports, bool) else None)
         ctx.emit("retest", f"{plan['claim_id']}: {recipe.name} done", i + 1, len(queue))
-    return {"retests": retests, "degraded": degraded}
+    return {"retests": retests, "retest_plans": updated, "degraded": degraded}
 
 
 def _jsonable(value: Any) -> Any:
