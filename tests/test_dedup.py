@@ -43,6 +43,12 @@ def test_normalize(text: str, mask: bool, expected: str) -> None:
     assert normalize(text, mask_numbers=mask) == expected
 
 
+@given(st.text(alphabet=st.characters(max_codepoint=127), max_size=60), st.booleans())
+def test_ascii_fast_path_equals_regex_path(text: str, mask: bool) -> None:
+    # A trailing non-ASCII space forces the general (NFKC + regex) path on the same text.
+    assert normalize(text, mask_numbers=mask) == normalize(text + "\u3000", mask_numbers=mask)
+
+
 def test_number_masking_makes_number_variants_equal() -> None:
     a = normalize("Tom has 12 apples and buys 30 more.", mask_numbers=True)
     b = normalize("Tom has 7 apples and buys 4.5 more.", mask_numbers=True)
