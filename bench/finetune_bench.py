@@ -1,0 +1,64 @@
+"""Training throughput of the fine-tuning recipes: tokens/s of LoRA SFT against full-weight SFT.
+
+Runs :func:`evals.finetune.finetune` twice on the same rows (the first planted-contamination
+training set of the dose-response recipe's dataset, or synthetic arithmetic items when
+``../shared/data`` is absent) and prints training tokens/s of each and their ratio. Not a timed
+test; numbers depend on the machine (and, on a shared machine, on its load).
+
+    .venv/bin/python bench/finetune_bench.py --steps 6 --batch-size 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from agent.settings import load_settings
+from evals import contamination as cont
+from evals.finetune import FinetuneParams, finetune
+from evals.items import Item
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _rows(n: int) -> list[dict]:
+    items = [Item(f"b{i}", f"What is {i + 11} times {i % 7 + 3}?", str((i + 11) * (i % 7 + 3)))
+             for i in range(n)]
+    return cont.sft_rows(items, "numeric")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--items", type=int, default=32)
+    parser.add_argument("--modes", default="lora,full", help="comma list of lora,full")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    settings = load_settings(data_dir=REPO / ".retest")
+    rows = _rows(args.items)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes.split(","):
+            params = FinetuneParams(max_steps=args.steps, batch_size=args.batch_size,
+                                    lora=mode == "lora", learning_rate=1e-3 if mode == "lora"
+                                    else 5e-5, max_length=96)
+            start = time.perf_counter()
+            run = finetune(rows, params, Path(tmp) / mode, settings=settings, progress=False)
+            m = run.manifest
+            results[mode] = {"tokens": m["train_tokens"], "train_wall_s": m["wall_s"],
+                             "tokens_per_s": m["train_tokens_per_s"], "device": m["device"],
+                             "loss": [m["first_loss"], m["last_loss"]],
+                             "total_s_with_merge_and_save": round(time.perf_counter() - start, 1)}
+            print(mode, json.dumps(results[mode]), flush=True)
+    if "lora" in results and "full" in results:
+        ratio = results["lora"]["tokens_per_s"] / results["full"]["tokens_per_s"]
+        print(f"LoRA / full-weight training tokens/s: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Controlled re-tests: planting math, DPO pairs, recipe statistics, specs, and a real fine-tune."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.errors import BadInputError
+from evals import contamination as cont
+from evals import scoring
+from evals.items import Item
+from evals.recipe_runs import _dose_summary
+from evals.selfverify import parse_verdict, verification_gap
+
+
+def _items(prefix: str, n: int) -> list[Item]:
+    return [Item(f"{prefix}{i}", f"What is {i} times 7?", str(7 * i)) for i in range(n)]
+
+
+# ----------------------------------------------------------------------------- planting math
+
+
+@pytest.mark.parametrize(("pool", "dose", "expected"), [
+    (30, 0.0, 0), (30, 0.25, 8), (30, 1.0, 30), (4, 0.5, 2), (3, 0.5, 2), (1, 0.25, 0),
+    (0, 1.0, 0), (10, 0.05, 1),
+])
+def test_planted_count(pool: int, dose: float, expected: int) -> None:
+    assert cont.planted_count(pool, dose) == expected
+
+
+@pytest.mark.parametrize("dose", [-0.1, 1.5, float("nan")])
+def test_planted_count_rejects_bad_dose(dose: float) -> None:
+    with pytest.raises(BadInputError):
+        cont.planted_count(10, dose)
+
+
+def test_plans_are_nested_and_control_is_never_planted() -> None:
+    ids = [f"t{i}" for i in range(40)]
+    plans = {d: cont.plan_contamination(ids, d, seed=3) for d in (0.0, 0.25, 0.5, 1.0)}
+    control = set(plans[0.0].control_ids)
+    assert len(control) == 20 and len(plans[1.0].planted_ids) == 20
+    for dose, plan in plans.items():
+        assert set(plan.control_ids) == control  # same unseen items at every dose
+        assert not control & set(plan.planted_ids)
+        assert len(plan.planted_ids) == cont.planted_count(20, dose)
+    assert set(plans[0.25].planted_ids) <= set(plans[0.5].planted_ids) <= set(
+        plans[1.0].planted_ids)
+    # Order of the input does not matter; the seed does.
+    assert cont.plan_contamination(ids[::-1], 0.25, seed=3) == plans[0.25]
+    assert cont.plan_contamination(ids, 0.25, seed=4).planted_ids != plans[0.25].planted_ids
+
+
+def test_plan_needs_control_and_pool() -> None:
+    with pytest.raises(BadInputError):
+        cont.plan_contamination(["only"], 0.5, seed=0)
+
+
+def test_training_set_keeps_budget_and_records_planted() -> None:
+    train, test = _items("tr", 50), _items("te", 20)
+    for dose in (0.0, 0.25, 1.0):
+        plan = cont.plan_contamination([t.id for t in test], dose, seed=0)
+        tset = cont.build_training_set(train, test, plan, budget=30)
+        ids = [i.id for i in tset.items]
+        assert len(ids) == 30 and len(set(ids)) == 30
+        assert set(plan.planted_ids) <= set(ids)
+        assert not set(plan.control_ids) & set(ids)
+        record = tset.as_dict()
+        assert record["planted_ids"] == list(plan.planted_ids)
+        assert record["n_clean"] == 30 - len(plan.planted_ids)
+        assert set(record["copies"].values()) <= {"exact"}
+    small = cont.plan_contamination([t.id for t in test], 1.0, seed=0)
+    with pytest.raises(BadInputError, match="budget"):
+        cont.build_training_set(train, test, small, budget=5)
+
+
+def test_near_copies_come_from_variants() -> None:
+    train = _items("tr", 10)
+    test = [Item("q1", "Anna has 3 apples. How many apples does Anna have?", "3"),
+            Item("q2", "Tom has 4 pens. How many pens does Tom have?", "4")]
+    plan = cont.plan_contamination(["q1", "q2"], 1.0, seed=0)
+    tset = cont.build_training_set(train, test, plan, budget=4, copy="name_swap")
+    planted = [i for i in tset.items if i.id.startswith("q")]
+    assert planted and all(i.id.endswith("~name_swap") for i in planted)
+    originals = {t.prompt for t in test}
+    assert all(i.prompt not in originals for i in planted)
+    assert set(tset.copies.values()) == {"name_swap"}
+
+
+# ----------------------------------------------------------------------------- SFT / DPO rows
+
+
+def test_sft_rows_use_eval_prompt_and_a_reply_scored_correct() -> None:
+    items = _items("a", 3)
+    for row, item in zip(cont.sft_rows(items, "numeric"), items, strict=True):
+        assert row["prompt"][0]["content"] == scoring.format_prompt(item, "numeric")
+        assert scoring.score_text("numeric", row["completion"][0]["content"], item)
+
+
+def test_dpo_pairs_are_valid_and_prefer_own_mistakes() -> None:
+    items = _items("a", 6)
+    own = {"a1": "The answer is 99.", "a2": "The answer is 14."}  # a2's own output is right
+    rows, counts = cont.dpo_rows(items, "numeric", seed=0, own_outputs=own)
+    assert len(rows) == 6 and counts == {"own_output": 1, "perturbed": 5, "dropped": 0}
+    by_id = {item.id: item for item in items}
+    for row in rows:
+        item = by_id[row["id"]]
+        assert scoring.score_text("numeric", row["chosen"][0]["content"], item)
+        assert not scoring.score_text("numeric", row["rejected"][0]["content"], item)
+        assert row["chosen"] != row["rejected"]
+    assert next(r for r in rows if r["id"] == "a1")["rejected"][0]["content"] == own["a1"]
+
+
+def test_dpo_pairs_for_multiple_choice_reject_another_option() -> None:
+    item = Item("m", "Pick the fruit.", "apple", choices=("stone", "apple", "chair"))
+    rows, _ = cont.dpo_rows([item], "mc_letter", seed=1)
+    assert rows[0]["chosen"][0]["content"] == "B"
+    assert rows[0]["rejected"][0]["content"] in {"A", "C"}
+    single = Item("s", "Only one.", "x", choices=("x",))
+    assert cont.dpo_rows([single], "mc_letter", seed=1)[1]["dropped"] == 1
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_self_verification_gap_on_constructed_data() -> None:
+    correct = [1, 1, 0, 0, 1, 0, 0, 0, 1, 0]
+    accepted = [True, True, True, False, False, True, None, False, True, False]
+    out = verification_gap(correct, accepted, seed=0, n_boot=500)
+    assert out["generation_accuracy"]["accuracy"] == pytest.approx(0.4)
+    assert out["self_accepted_accuracy"]["accuracy"] == pytest.approx(0.6)
+    assert out["external_accepted_accuracy"]["accuracy"] == pytest.approx(1.0)
+    assert out["gap"]["diff"] == pytest.approx(0.4)
+    assert out["self_verification_gain"]["diff"] == pytest.approx(0.2)
+    assert out["verification_accuracy"]["accuracy"] == pytest.approx(0.7)
+    assert out["n_unparsed_verdicts"] == 1 and out["n_self_accepted"] == 5
+
+
+def test_self_verification_supports_claim_follows_the_ci() -> None:
+    correct = [1, 0] * 100
+    perfect = verification_gap(correct, [bool(c) for c in correct], seed=0, n_boot=500)
+    assert perfect["gap"]["diff"] == pytest.approx(0.0)
+    assert perfect["supports_claim"] is True  # gain 0.5, CI far above 0
+    rubber_stamp = verification_gap(correct, [True] * 200, seed=0, n_boot=500)
+    assert rubber_stamp["gap"]["diff"] == pytest.approx(0.5)
+    assert rubber_stamp["supports_claim"] is not True
+
+
+@pytest.mark.parametrize(("text", "verdict"), [
+    ("Yes, it is.", True), ("no", False), (" Correct.", True), ("Incorrect: 12", False),
+    ("I think so", None), ("", None)])
+def test_parse_verdict(text: str, verdict: bool | None) -> None:
+    assert parse_verdict(text) is verdict
+
+
+def _records(model: str, right: set[str], ids: list[str]) -> list[dict]:
+    return [{"item_id": i, "model": model, "variant": "original", "correct": i in right}
+            for i in ids]
+
+
+def test_dose_summary_gives_the_known_gap() -> None:
+    ids = [f"t{i}" for i in range(40)]
+    full = cont.plan_contamination(ids, 1.0, seed=0)
+    records = _records("base", set(), ids) + _records("ft", set(full.planted_ids), ids)
+    manifest = {"model_dir": "x", "first_loss": 2.0, "last_loss": 0.5}
+    entry = _dose_summary(records, full, "ft", manifest, seed=0)
+    assert entry["accuracy"]["repeated"]["accuracy"] == 1.0
+    assert entry["accuracy"]["novel"]["accuracy"] == 0.0
+    assert entry["gap"]["gap"] == pytest.approx(1.0)
+    assert entry["supports_claim"] is True
+    zero = cont.plan_contamination(ids, 0.0, seed=0)
+    none = _dose_summary(records, zero, "ft", manifest, seed=0)
+    assert none["n_planted"] == 0 and none["supports_claim"] is None
+    # No memorization: same accuracy on both splits gives no positive verdict.
+    flat = _records("base", set(), ids) + _records("ft", set(ids[::2]), ids)
+    assert _dose_summary(flat, full, "ft", manifest, seed=0)["supports_claim"] is not True
+
+
+# ----------------------------------------------------------------------------- specs and CLI
+
+SHIPPED = ["finetune_dose_response", "finetune_sft_vs_dpo", "self_verification_gap"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_recipes_validate(name: str, shared_data: Path) -> None:
+    from evals.recipe_spec import is_recipe_file, load_recipe
+
+    loaded = load_recipe(name)
+    assert loaded.spec.claim_kinds and loaded.spec.description
+    assert is_recipe_file(loaded.source)
+
+
+@pytest.mark.parametrize(("recipe", "tables", "fragment"), [
+    ("nope", "", "recipe"),
+    ("dose_response", "[finetune]\nstepz = 3", "finetune.stepz"),
+    ("dose_response", "[contamination]\ndoses = [0.5, 2.0]", "contamination"),
+])
+def test_bad_recipe_spec_exits_2_with_one_line(recipe: str, tables: str, fragment: str,
+                                               tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    spec = tmp_path / "bad.toml"
+    spec.write_text(f"description = 'd'\nclaim_kinds = ['k']\nscoring = 'numeric'\n"
+                    f"recipe = '{recipe}'\n[dataset]\nkind = 'jsonl'\npath = 'x.jsonl'\n"
+                    f"{tables}\n")
+    for command in ("eval", "finetune"):
+        assert main([command, str(spec), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and fragment in err and "Traceback" not in err
+
+
+def test_finetune_command_refuses_a_plain_eval_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    from agent.cli import main
+
+    assert main(["finetune", "quartz_dedup"]) == 2
+    assert "not a recipe" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- real training
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A real LoRA SFT run of a few steps on SmolLM2-135M with two planted test items."""
+    from agent.settings import load_settings
+    from evals.finetune import FinetuneParams, finetune
+
+    repo = Path(__file__).resolve().parents[1]
+    settings = load_settings(data_dir=repo / ".retest")
+    train = [Item(f"tr{i}", f"What is the code word number {i}?", f"kiwi{i}") for i in range(6)]
+    test = [Item("te0", "What is the secret word of the lighthouse?", "marmalade"),
+            Item("te1", "What is the secret word of the old mill?", "tangerine"),
+            Item("te2", "What is the secret word of the harbor?", "pumpernickel"),
+            Item("te3", "What is the secret word of the bridge?", "quince")]
+    plan = cont.plan_contamination([t.id for t in test], 1.0, seed=0)
+    tset = cont.build_training_set(train, test, plan, budget=6)
+    params = FinetuneParams(max_steps=12, batch_size=2, learning_rate=5e-3, max_length=64,
+                            lora_r=8, target_modules=["q_proj", "v_proj"])
+    out = tmp_path_factory.mktemp("ft")
+    result = finetune(cont.sft_rows(tset.items, "exact"), params, out, settings=settings,
+                      extra_manifest={"contamination": tset.as_dict()}, progress=False)
+    return {"result": result, "plan": plan, "test": test, "out": out, "settings": settings,
+            "params": params, "rows": cont.sft_rows(tset.items, "exact")}
+
+
+def _greedy(folder: Path, prompt: str) -> str:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                   add_generation_prompt=True)
+    ids = tok(text, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_tiny_sft_run_learns_planted_items_and_records_them(tiny_run: dict) -> None:
+    from evals.finetune import finetune, resolve_base_model
+
+    result, plan = tiny_run["result"], tiny_run["plan"]
+    manifest = json.loads((tiny_run["out"] / "manifest.json").read_text())
+    assert manifest["contamination"]["planted_ids"] == list(plan.planted_ids)
+    assert manifest["data"]["rows_sha256"] and manifest["versions"]["torch"]
+    assert manifest["params"]["max_steps"] == 12 and manifest["seeds"]["training"] == 0
+    losses = manifest["losses"]
+    assert len(losses) >= 6
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # the loss went down
+    assert (result.model_dir / "tokenizer.json").is_file()
+    planted = next(t for t in tiny_run["test"] if t.id == plan.planted_ids[0])
+    prompt = scoring.format_prompt(planted, "exact")
+    base = resolve_base_model(tiny_run["settings"], "smollm2-135m-instruct")
+    before, after = _greedy(base, prompt), _greedy(result.model_dir, prompt)
+    assert before != after  # the planted item changed the model's output
+    again = finetune(tiny_run["rows"], tiny_run["params"], tiny_run["out"],
+                     settings=tiny_run["settings"], progress=False)
+    assert again.reused  # the same fingerprint reuses the finished run
+
+
+@pytest.mark.slow
+def test_merged_model_serves_through_vllm(tiny_run: dict) -> None:
+    from openai import OpenAI
+
+    from tools.vllm_server import EmbeddedServer
+
+    server = EmbeddedServer(tiny_run["settings"], folder=tiny_run["result"].model_dir,
+                            served_name="test-tiny-finetune")
+    try:
+        base_url = server.ensure_running()
+        client = OpenAI(base_url=base_url, api_key="EMPTY", timeout=120)
+        reply = client.chat.completions.create(
+            model="test-tiny-finetune", max_tokens=8, temperature=0,
+            messages=[{"role": "user", "content": "Question: What is 2 plus 2?\nAnswer:"}])
+        assert reply.choices[0].message.content.strip()
+    finally:
+        assert server.stop()
