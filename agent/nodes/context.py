@@ -13,7 +13,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from agent.errors import RetestError, ServiceError
 from agent.settings import Settings
@@ -21,6 +23,8 @@ from agent.settings import Settings
 log = logging.getLogger(__name__)
 
 ProgressEvent = dict[str, Any]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+MAX_LLM_FAILURES = 3
 
 
 class CancelledError(RetestError):
@@ -52,6 +56,7 @@ class RunContext:
     llm_factory: Callable[[], Any] | None = None  # tests hand a fake; default make_llm
     _llm: Any = None
     _llm_error: str | None = None
+    _failures: int = 0  # LLM calls that failed after all their retries
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def llm(self) -> Any:
@@ -73,6 +78,27 @@ class RunContext:
             if self._llm is None:
                 raise ServiceError(f"no LLM available: {self._llm_error}")
             return self._llm
+
+    def complete_json(self, messages: list[dict[str, str]], schema: type[ModelT],
+                      **kwargs: Any) -> ModelT:
+        """Ask the model for JSON under ``schema``; fail fast once the model looks down.
+
+        After ``MAX_LLM_FAILURES`` calls failed beyond their retries (each already waited out
+        its timeouts), later calls raise at once, so a dead server degrades the run in minutes
+        instead of hours.
+        """
+        if self._failures >= MAX_LLM_FAILURES:
+            raise ServiceError(f"LLM skipped after {self._failures} failed calls")
+        from tools.llm import StructuredOutputError
+
+        try:
+            return self.llm().complete_json(messages, schema, **kwargs)
+        except StructuredOutputError:
+            raise  # the model answered, badly: not a sign that it is down
+        except ServiceError:
+            with self._lock:
+                self._failures += 1
+            raise
 
     @property
     def model_name(self) -> str:

@@ -47,12 +47,12 @@ def judge(task: JudgeTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx.check_cancel()
     claim, paper = task["claim"], task["paper"]
     try:
-        llm = ctx.llm()  # first, so the cache is keyed by the model that actually answers
+        ctx.llm()  # first, so the cache is keyed by the model that actually answers
         cached = _cache_get(ctx, claim["text"], paper["arxiv_id"])
         if cached is not None:
             reply = Judgement.model_validate(cached)
         else:
-            reply = llm.complete_json(judge_messages(claim, paper), Judgement,
+            reply = ctx.complete_json(judge_messages(claim, paper), Judgement,
                                             max_tokens=160)
             _cache_put(ctx, claim["text"], paper["arxiv_id"], reply.model_dump())
     except RetestError as exc:

@@ -110,7 +110,7 @@ def plan_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, A
 def _llm_choice(ctx: RunContext, claim: Claim, recipes: list[Recipe]) -> str | None:
     names = tuple(r.name for r in recipes) + ("none",)
     schema = create_model("RecipeChoice", recipe=(Literal[names], ...))  # type: ignore[valid-type]
-    reply = ctx.llm().complete_json(
+    reply = ctx.complete_json(
         retest_choice_messages(claim, [(r.name, r.description) for r in recipes]), schema,
         max_tokens=40)
     return None if reply.recipe == "none" else str(reply.recipe)

@@ -103,7 +103,7 @@ def plan_claim(task: PlanTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     queries = [" ".join(keywords(claim["text"])[:8]), claim["text"]]
     degraded: list[str] = []
     try:
-        reply = ctx.llm().complete_json(query_plan_messages(claim), _Queries, max_tokens=120)
+        reply = ctx.complete_json(query_plan_messages(claim), _Queries, max_tokens=120)
         queries += [q.strip() for q in reply.queries if 2 <= len(q.split()) <= 14][:3]
     except RetestError as exc:
         degraded.append(f"model failed while planning queries: {exc}")

@@ -112,7 +112,7 @@ def research_questions(state: AgentState, runtime: Runtime[RunContext]) -> dict[
     degraded: list[str] = []
     questions: list[str] = []
     try:
-        reply = ctx.llm().complete_json(
+        reply = ctx.complete_json(
             research_question_messages(state["brief"]["question"], lines, state["brief"]["tasks"]),
             _Questions, max_tokens=260)
         questions = [strip_ungrounded(q.strip(), retrieved)[0]
