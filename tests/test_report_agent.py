@@ -199,3 +199,30 @@ def test_end_to_end_real_model(llm_env, small_corpus, seed_prompt, tmp_path):
     if proc.returncode == 3:
         assert report["degraded"] and "degraded" in proc.stderr
     assert (out / "references.bib").is_file()
+
+
+@pytest.mark.slow
+def test_tiny_retest_runs_and_decides_claim_one(isolated_env, small_corpus, seed_prompt, tmp_path,
+                                                llm_base_url, gemma_base_url, monkeypatch):
+    """A real (tiny) dedup re-test through evals.pipeline.run_spec on the shared embedded servers;
+    the judging model is the fake, since this test is about the re-test's attachment."""
+    from agent.run import run_report
+
+    # Reuse the session's embedded servers (recorded in the repo's data dir) from the tmp one.
+    isolated_env.mkdir(parents=True, exist_ok=True)
+    (isolated_env / "servers").symlink_to(REPO / ".retest" / "servers")
+    monkeypatch.setenv("RETEST_MODELS_DIR", str(REPO / ".retest" / "models"))
+    fake = FakeLLM()
+    outcome = run_report(seed_prompt.read_text(), _settings(small_corpus), tmp_path / "out",
+                         llm_factory=lambda: fake,
+                         options=ReportOptions(papers_per_claim=2, retest_limit=1,
+                                               retest_items=5))
+    c1 = outcome.report["claims"][0]
+    assert outcome.report["degraded"] == [], outcome.report["degraded"]
+    assert c1["retest"] is not None and c1["retest"]["spec"].endswith(".toml")
+    assert "supports_claim" in c1["retest"]["summary"]
+    assert (tmp_path / "out" / "retests" / "C1" / "summary.json").is_file()
+    # Only one re-test ran; the others say why not.
+    assert all(c["retest"] is None and c["retest_note"] for c in outcome.report["claims"][1:])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"Re-test `{c1['retest']['spec']}`" in md
