@@ -359,6 +359,8 @@ def _overlap(weights: dict[str, float], document: str) -> float:
     """Return the weighted share of query words present as whole words in the document."""
     if not weights:
         return 0.0
-    present = {w.lower() for w in _WORD.findall(document)}
+    words = [w.lower() for w in _WORD.findall(document)]
+    # "GRPO-based" should count for "GRPO": add the parts of hyphenated words too.
+    present = set(words) | {part for w in words if "-" in w for part in w.split("-") if part}
     hit = sum(weight for word, weight in weights.items() if word in present)
     return hit / sum(weights.values())
