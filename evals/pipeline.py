@@ -3,14 +3,16 @@
 Each stage is timed and logged. Output goes to one folder: ``results.jsonl`` (one line per item x
 model x variant, appended as requests finish, so a rerun resumes), ``summary.json``,
 ``summary.md`` and ``accuracy.png`` (accuracy by split and model with 95% CI bars). A lock file
-keeps two runs from appending to the same results, and ``run.json`` records the spec's hash so a
-folder never mixes the results of two different specs.
+keeps two runs from appending to the same results, and ``run.json`` records a fingerprint of the
+result-shaping spec fields so a folder never mixes the results of two different specs (a changed
+sample size is fine: samples are nested, so a larger one reuses every line).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -98,9 +100,11 @@ def sample_splits(splits: dict[str, list[Item]], per_split: int, seed: int,
         if not items:
             raise BadInputError(f"spec {spec_name}: split '{name}' is empty (no test item is "
                                 f"{name}); change the dedup threshold or the dataset")
-        rng = random.Random(f"{seed}:{name}")  # noqa: S311 - sampling, not security
-        chosen = rng.sample(range(len(items)), min(per_split, len(items)))
-        sampled[name] = [items[i] for i in sorted(chosen)]
+        # A seeded shuffle cut at per_split: a larger sample extends a smaller one, so raising
+        # the knob reuses every result line already written.
+        order = list(range(len(items)))
+        random.Random(f"{seed}:{name}").shuffle(order)  # noqa: S311 - sampling, not security
+        sampled[name] = [items[i] for i in sorted(order[:per_split])]
     return sampled
 
 
@@ -173,14 +177,27 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def results_fingerprint(spec: EvalSpec) -> str:
+    """Hash the spec fields that shape result lines (not the sample size, wording, concurrency).
+
+    Two specs with the same fingerprint may share a results file: a larger sample simply adds
+    lines.
+    """
+    shaping = spec.model_dump(exclude={"sample": True, "description": True,
+                                       "claim_kinds": True, "generation": {"concurrency"}})
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
+
+
 def _check_same_spec(out_dir: Path, loaded: LoadedSpec) -> None:
     marker = out_dir / "run.json"
+    fingerprint = results_fingerprint(loaded.spec)
     if marker.exists():
-        previous = json.loads(marker.read_text()).get("spec_sha256")
-        if previous and previous != loaded.sha256:
-            raise BadInputError(f"{out_dir} holds results of a different spec (or an edited one);"
-                                f" pass another --out")
-    marker.write_text(json.dumps({"spec_sha256": loaded.sha256, "spec": str(loaded.source)}))
+        previous = json.loads(marker.read_text()).get("results_fingerprint")
+        if previous and previous != fingerprint:
+            raise BadInputError(f"{out_dir} holds results of a different spec (dataset, models, "
+                                f"scoring or generation differ); pass another --out")
+    marker.write_text(json.dumps({"results_fingerprint": fingerprint,
+                                  "spec": str(loaded.source)}))
 
 
 def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settings, *,

@@ -123,3 +123,23 @@ def test_summarize_pairs_models_on_common_keys() -> None:
     assert summary["gap"]["gap"] == pytest.approx(2 / 3)
     assert summary["supports_claim"] in (True, None)
     assert any("split 'novel'" in w for w in summary["power_warnings"])
+
+
+def test_samples_are_nested_and_sample_size_keeps_fingerprint() -> None:
+    from evals.items import Item
+    from evals.pipeline import results_fingerprint, sample_splits
+    from evals.spec import EvalSpec
+
+    items = [Item(id=f"x{k}", prompt=f"q{k}", answer="a") for k in range(50)]
+    small = sample_splits({"novel": items}, 10, seed=4, spec_name="s")["novel"]
+    large = sample_splits({"novel": items}, 30, seed=4, spec_name="s")["novel"]
+    assert len(small) == 10 and set(small) < set(large)
+    assert sample_splits({"novel": items}, 10, seed=5, spec_name="s")["novel"] != small
+    base = {"description": "d", "claim_kinds": ["m"], "scoring": "exact",
+            "dataset": {"kind": "gsm8k", "path": "x"},
+            "models": [{"role": "base", "endpoint": "http://h/v1", "model": "a"},
+                       {"role": "fine_tuned", "endpoint": "http://h/v1", "model": "b"}]}
+    one = EvalSpec.model_validate(base | {"sample": {"per_split": 5}})
+    two = EvalSpec.model_validate(base | {"sample": {"per_split": 50}})
+    other = EvalSpec.model_validate(base | {"scoring": "numeric"})
+    assert results_fingerprint(one) == results_fingerprint(two) != results_fingerprint(other)
