@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     _register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode click returns a command's typer.Exit code instead of raising.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except RetestError as exc:
         print(f"retest: error: {exc}", file=sys.stderr)
         return exc.exit_code

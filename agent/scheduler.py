@@ -171,7 +171,8 @@ class Scheduler:
 
     def out_root(self, sha: str) -> Path:
         """Return the folder that receives one sub-folder per run."""
-        return self.config.out_root or self.settings.data_dir / "reports" / sha[:12]
+        # Absolute, so a restart from another working directory resumes into the same folder.
+        return (self.config.out_root or self.settings.data_dir / "reports" / sha[:12]).absolute()
 
     def state_path(self, sha: str) -> Path:
         """Return the file recording the run in progress (for resume after a kill)."""

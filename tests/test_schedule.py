@@ -249,3 +249,41 @@ def test_cli_second_scheduler_exits_4_and_sigterm_stops_cleanly(tmp_path: Path) 
             first.wait()
     with RunLock(data_dir, f"schedule-{prompt_sha256(PROMPT)[:16]}"):
         pass  # released on exit
+
+
+_DEGRADED_ONCE = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+    import agent.run
+    from agent import cli
+    from agent.fsutil import atomic_write_json, atomic_write_text
+
+    def degraded_run(prompt_text, settings, out_dir, **kwargs):
+        report = {"prompt_sha256": "c" * 64, "generated_at": "2026-11-29T00:00:00+00:00",
+                  "degraded": ["arXiv unreachable"], "claims": []}
+        atomic_write_json(Path(out_dir) / "report.json", report)
+        atomic_write_text(Path(out_dir) / "report.md", "# degraded")
+        return SimpleNamespace(report=report, out_dir=out_dir, exit_code=3,
+                               degraded=report["degraded"])
+
+    agent.run.run_report = degraded_run
+    if "agent.commands.schedule" not in cli.COMMAND_MODULES:
+        cli.COMMAND_MODULES.append("agent.commands.schedule")
+    sys.exit(cli.main(sys.argv[1:]))
+""")
+
+
+def test_cli_once_exits_with_the_runs_code(tmp_path: Path) -> None:
+    prompt = tmp_path / "p.txt"
+    prompt.write_text(PROMPT)
+    env = {"PATH": "/usr/bin:/bin", "RETEST_DATA_DIR": str(tmp_path / "data"),
+           "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", _DEGRADED_ONCE, "schedule", str(prompt),
+                           "--once", "--out-root", str(tmp_path / "runs")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 3, done.stderr
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    finished = [e for e in events if e.get("event") == "run_finished"]
+    assert finished and finished[0]["degraded"] == ["arXiv unreachable"]
+    assert (tmp_path / "runs" / "latest" / "report.md").read_text() == "# degraded"
