@@ -150,7 +150,8 @@ def _scan_corpus(path: Path, claims: list[Claim], queries: dict[str, list[str]],
     bounds = {c["id"]: _after(c) for c in claims}
     best: dict[str, list[tuple[float, Paper]]] = {c["id"]: [] for c in claims}
     anchors: dict[str, Paper] = {}
-    for paper in tqdm(_iter_corpus(path), desc="scan corpus", unit=" papers", leave=False):
+    for paper in tqdm(_iter_corpus(path), desc="scan corpus", unit=" papers", leave=False,
+                      mininterval=2.0):
         if paper.arxiv_id in anchor_ids:
             anchors[paper.arxiv_id] = paper
         title_t, body_t = None, None
