@@ -330,3 +330,55 @@ def test_cli_bad_input_is_one_line_exit_2(argv: list[str], isolated_env: Path,
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("retest: error:") and len(err.splitlines()) == 1
+
+
+# ---------------------------------------------------------------- a Chroma server (HttpClient)
+
+@pytest.fixture()
+def chroma_server(tmp_path: Path) -> Iterator[str]:
+    """A real Chroma server (the ``chroma`` CLI of the chromadb package) on 127.0.0.1."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    exe = shutil.which("chroma", path=str(Path(sys.executable).parent))
+    if exe is None:
+        pytest.skip("the chromadb package's `chroma` CLI is not installed beside python")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [exe, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the Chroma server did not start")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_store_through_a_chroma_server(chroma_server: str, tmp_path: Path,
+                                       sample: list[Paper]) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", store={"chroma_url": chroma_server})
+    remote = PaperStore(settings)
+    assert remote.upsert(sample[:12], progress=False) == 12
+    assert remote.upsert(sample[:12], progress=False) == 0
+    assert not (tmp_path / "data" / "chroma").exists()  # nothing stored locally
+    hits = remote.search(sample[4].title, k=3)
+    assert hits[0][0].arxiv_id == sample[4].arxiv_id
+    assert PaperStore(settings).get(sample[2].arxiv_id) == sample[2].model_copy(
+        update={"source": "store"})
