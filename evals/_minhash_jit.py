@@ -84,29 +84,9 @@ def _bswap32(x: np.uint64) -> np.uint64:
 _LANES = 16  # messages hashed side by side, so the compiler can use SIMD across them
 
 
-@njit(cache=True)
-def _sha1_round(w: np.ndarray, t: int, lanes: int, a_: np.ndarray, b_: np.ndarray,
-                c_: np.ndarray, d_: np.ndarray, e_: np.ndarray) -> None:
-    for lane in range(lanes):
-        a, b, c, d = a_[lane], b_[lane], c_[lane], d_[lane]
-        if t < 20:
-            f = d ^ (b & (c ^ d))
-            k = np.uint64(0x5A827999)
-        elif t < 40:
-            f = b ^ c ^ d
-            k = np.uint64(0x6ED9EBA1)
-        elif t < 60:
-            f = (b & c) | (d & (b | c))
-            k = np.uint64(0x8F1BBCDC)
-        else:
-            f = b ^ c ^ d
-            k = np.uint64(0xCA62C1D6)
-        temp = (_rotl(a, 5) + f + e_[lane] + k + w[t, lane]) & _M32
-        e_[lane] = d
-        d_[lane] = c
-        c_[lane] = _rotl(b, 30)
-        b_[lane] = a
-        a_[lane] = temp
+@njit(cache=True, inline="always")
+def _rotl32(x: np.uint32, n: int) -> np.uint32:
+    return np.uint32((x << np.uint32(n)) | (x >> np.uint32(32 - n)))
 
 
 @njit(cache=True)
@@ -115,16 +95,17 @@ def sha1_many(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
     """Return datasketch's sha1_hash32 (``out_words`` 1) or sha1_hash64 (2) of each message.
 
     Messages of at most 55 bytes (one SHA-1 block: nearly every shingle) are hashed
-    ``_LANES`` at a time in lane-major arrays; longer ones one by one.
+    ``_LANES`` at a time in lane-major uint32 arrays, which the compiler turns into SIMD; longer
+    ones one by one.
     """
     n = starts.shape[0]
     hs = np.empty(n, dtype=np.uint64)
-    w = np.zeros((80, _LANES), dtype=np.uint64)
-    a_ = np.empty(_LANES, dtype=np.uint64)
-    b_ = np.empty(_LANES, dtype=np.uint64)
-    c_ = np.empty(_LANES, dtype=np.uint64)
-    d_ = np.empty(_LANES, dtype=np.uint64)
-    e_ = np.empty(_LANES, dtype=np.uint64)
+    w = np.zeros((80, _LANES), dtype=np.uint32)
+    a_ = np.empty(_LANES, dtype=np.uint32)
+    b_ = np.empty(_LANES, dtype=np.uint32)
+    c_ = np.empty(_LANES, dtype=np.uint32)
+    d_ = np.empty(_LANES, dtype=np.uint32)
+    e_ = np.empty(_LANES, dtype=np.uint32)
     which = np.empty(_LANES, dtype=np.int64)
     longest = 0
     for i in range(n):
@@ -145,28 +126,50 @@ def sha1_many(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
                 w[t, m] = 0
             start = starts[i]
             for p in range(length):
-                w[p >> 2, m] |= np.uint64(buf[start + p]) << np.uint64(24 - 8 * (p & 3))
-            w[length >> 2, m] |= np.uint64(0x80) << np.uint64(24 - 8 * (length & 3))
-            w[15, m] = np.uint64(length * 8)
+                w[p >> 2, m] |= np.uint32(buf[start + p]) << np.uint32(24 - 8 * (p & 3))
+            w[length >> 2, m] |= np.uint32(0x80) << np.uint32(24 - 8 * (length & 3))
+            w[15, m] = np.uint32(length * 8)
             m += 1
             i += 1
         if m == 0:
             continue
         for t in range(16, 80):
             for lane in range(_LANES):
-                w[t, lane] = _rotl(w[t - 3, lane] ^ w[t - 8, lane] ^ w[t - 14, lane]
-                                   ^ w[t - 16, lane], 1)
+                w[t, lane] = _rotl32(np.uint32(w[t - 3, lane] ^ w[t - 8, lane]
+                                               ^ w[t - 14, lane] ^ w[t - 16, lane]), 1)
         a_[:] = 0x67452301
         b_[:] = 0xEFCDAB89
         c_[:] = 0x98BADCFE
         d_[:] = 0x10325476
         e_[:] = 0xC3D2E1F0
         for t in range(80):
-            _sha1_round(w, t, _LANES, a_, b_, c_, d_, e_)
+            if t < 20:
+                k = np.uint32(0x5A827999)
+            elif t < 40:
+                k = np.uint32(0x6ED9EBA1)
+            elif t < 60:
+                k = np.uint32(0x8F1BBCDC)
+            else:
+                k = np.uint32(0xCA62C1D6)
+            for lane in range(_LANES):
+                a, b, c, d = a_[lane], b_[lane], c_[lane], d_[lane]
+                if t < 20:
+                    f = np.uint32(d ^ (b & (c ^ d)))
+                elif t < 40 or t >= 60:
+                    f = np.uint32(b ^ c ^ d)
+                else:
+                    f = np.uint32((b & c) | (d & (b | c)))
+                temp = np.uint32(_rotl32(a, 5) + f + e_[lane] + k + w[t, lane])
+                e_[lane] = d
+                d_[lane] = c
+                c_[lane] = _rotl32(b, 30)
+                b_[lane] = a
+                a_[lane] = temp
         for j in range(m):
-            first = _bswap32((a_[j] + np.uint64(0x67452301)) & _M32)
+            first = _bswap32(np.uint64(np.uint32(a_[j] + np.uint32(0x67452301))))
             if out_words == 2:
-                first |= _bswap32((b_[j] + np.uint64(0xEFCDAB89)) & _M32) << np.uint64(32)
+                second = _bswap32(np.uint64(np.uint32(b_[j] + np.uint32(0xEFCDAB89))))
+                first |= second << np.uint64(32)
             hs[which[j]] = first
     return hs
 
@@ -177,21 +180,35 @@ def fold_many(hs: np.ndarray, doc_of: np.ndarray, a: np.ndarray, b: np.ndarray,
     """Fold shingle hashes ``hs`` into their documents' rows of ``out`` (running minima).
 
     ``scheme`` is 0 for affine32, 1 for affine64, 2 for legacy; ``out`` starts filled with the
-    scheme's empty value.
+    scheme's empty value. A document's minima stay in a local accumulator while its shingles
+    (contiguous in ``doc_of``, though any order is correct) are folded in.
     """
     num_perm = a.shape[0]
     prime = np.uint64((1 << 61) - 1)
+    acc = np.empty(num_perm, dtype=np.uint64)
+    acc32 = np.empty(num_perm, dtype=np.uint32)
+    a32 = a.astype(np.uint32)
+    b32 = b.astype(np.uint32)
+    current = -1
     for i in range(hs.shape[0]):
+        doc = doc_of[i]
+        if doc != current:
+            if current >= 0:
+                for k in range(num_perm):
+                    out[current, k] = acc32[k] if scheme == 0 else acc[k]
+            current = doc
+            for k in range(num_perm):
+                acc[k] = out[doc, k]
+                acc32[k] = np.uint32(out[doc, k] & _M32)
         h = hs[i]
-        row = out[doc_of[i]]
         if scheme == 0:
             h = h ^ (h >> np.uint64(16))
             h = (h * np.uint64(0x85EBCA6B)) & _M32
             h = h ^ (h >> np.uint64(13))
             h = (h * np.uint64(0xC2B2AE35)) & _M32
-            h = h ^ (h >> np.uint64(16))
-            for k in range(num_perm):
-                row[k] = min(row[k], (a[k] * h + b[k]) & _M32)
+            h32 = np.uint32(h ^ (h >> np.uint64(16)))
+            for k in range(num_perm):  # 32-bit lanes: twice the SIMD width of uint64
+                acc32[k] = min(acc32[k], np.uint32(a32[k] * h32 + b32[k]))
         elif scheme == 1:
             h = h ^ (h >> np.uint64(33))
             h = h * np.uint64(0xFF51AFD7ED558CCD)
@@ -199,10 +216,13 @@ def fold_many(hs: np.ndarray, doc_of: np.ndarray, a: np.ndarray, b: np.ndarray,
             h = h * np.uint64(0xC4CEB9FE1A85EC53)
             h = h ^ (h >> np.uint64(33))
             for k in range(num_perm):
-                row[k] = min(row[k], a[k] * h + b[k])
+                acc[k] = min(acc[k], a[k] * h + b[k])
         else:
             for k in range(num_perm):
-                row[k] = min(row[k], ((a[k] * h + b[k]) % prime) & _M32)
+                acc[k] = min(acc[k], ((a[k] * h + b[k]) % prime) & _M32)
+    if current >= 0:
+        for k in range(num_perm):
+            out[current, k] = acc32[k] if scheme == 0 else acc[k]
 
 
 @njit(cache=True)
