@@ -43,14 +43,14 @@ from evals.dedup import (  # noqa: E402
 GSM8K = REPO.parent / "shared" / "data" / "benchmarks" / "gsm8k"
 VOCAB = 20_000
 WORDS_PER_DOC = 60
+WORDS = [f"w{k}" for k in range(VOCAB + 1)]
 
 
 def synthetic_docs(count: int, rng: np.random.Generator) -> list[str]:
     """Return ``count`` documents of ~60 words drawn from a Zipf(1.1) vocabulary."""
     ranks = rng.zipf(1.1, size=count * WORDS_PER_DOC * 2)
     ranks = ranks[ranks <= VOCAB][: count * WORDS_PER_DOC].reshape(count, WORDS_PER_DOC)
-    words = np.array([f"w{k}" for k in range(VOCAB + 1)])
-    return [" ".join(row) for row in words[ranks]]
+    return [" ".join([WORDS[r] for r in row]) for row in ranks.tolist()]
 
 
 def shingle(docs: list[str]) -> list[set[str]]:
