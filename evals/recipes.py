@@ -31,6 +31,9 @@ from tools.embedded_models import EMBEDDED_MODELS
 
 log = logging.getLogger(__name__)
 
+LOCAL_KV_CACHE_GIB = 1
+LOCAL_MAX_MODEL_LEN = 1024
+
 
 def load_items(loaded: LoadedRecipe) -> tuple[list[Item], list[Item]]:
     """Return the recipe dataset's ``(train, test)`` items; raise BadInputError when empty."""
@@ -75,7 +78,10 @@ def serve(settings: Settings, model: str | Path, label: str,
         yield OpenAISampler(label, server.ensure_running(), server.served_name, api=api, gen=gen,
                             restart=server.ensure_running)
         return
-    server = EmbeddedServer(settings, folder=Path(model), served_name=label)
+    # A fine-tune answers short prompts: a small KV cache lets it start beside other servers.
+    small = settings.model_copy(update={"server": settings.server.model_copy(
+        update={"kv_cache_gib": LOCAL_KV_CACHE_GIB, "max_model_len": LOCAL_MAX_MODEL_LEN})})
+    server = EmbeddedServer(small, folder=Path(model), served_name=label)
     api = "chat" if server.model.has_chat_template else "completions"
     try:
         yield OpenAISampler(label, server.ensure_running(), label, api=api, gen=gen,

@@ -236,7 +236,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             Item("te3", "What is the secret word of the bridge?", "quince")]
     plan = cont.plan_contamination([t.id for t in test], 1.0, seed=0)
     tset = cont.build_training_set(train, test, plan, budget=6)
-    params = FinetuneParams(max_steps=12, batch_size=2, learning_rate=5e-3, max_length=64,
+    params = FinetuneParams(max_steps=8, batch_size=2, learning_rate=5e-3, max_length=64,
                             lora_r=8, target_modules=["q_proj", "v_proj"])
     out = tmp_path_factory.mktemp("ft")
     result = finetune(cont.sft_rows(tset.items, "exact"), params, out, settings=settings,
@@ -267,7 +267,7 @@ def test_tiny_sft_run_learns_planted_items_and_records_them(tiny_run: dict) -> N
     manifest = json.loads((tiny_run["out"] / "manifest.json").read_text())
     assert manifest["contamination"]["planted_ids"] == list(plan.planted_ids)
     assert manifest["data"]["rows_sha256"] and manifest["versions"]["torch"]
-    assert manifest["params"]["max_steps"] == 12 and manifest["seeds"]["training"] == 0
+    assert manifest["params"]["max_steps"] == 8 and manifest["seeds"]["training"] == 0
     losses = manifest["losses"]
     assert len(losses) >= 6
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # the loss went down
@@ -288,7 +288,10 @@ def test_merged_model_serves_through_vllm(tiny_run: dict) -> None:
 
     from tools.vllm_server import EmbeddedServer
 
-    server = EmbeddedServer(tiny_run["settings"], folder=tiny_run["result"].model_dir,
+    base = tiny_run["settings"]
+    settings = base.model_copy(update={"server": base.server.model_copy(
+        update={"kv_cache_gib": 1, "max_model_len": 512})})
+    server = EmbeddedServer(settings, folder=tiny_run["result"].model_dir,
                             served_name="test-tiny-finetune")
     try:
         base_url = server.ensure_running()
