@@ -235,6 +235,39 @@ def signatures_kernel(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
 
 
 @njit(cache=True)
+def normalize_ascii(buf: np.ndarray, starts: np.ndarray,
+                    ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return documents rewritten as ``normalize`` rewrites ASCII text, with their new bounds.
+
+    Letters are lower-cased; every run of bytes that are neither ASCII letters, digits nor
+    non-ASCII (UTF-8 of already-normalized text) becomes one space; leading and trailing
+    spaces go.
+    """
+    out = np.empty(buf.shape[0], dtype=np.uint8)
+    new_starts = np.empty(starts.shape[0], dtype=np.int64)
+    new_ends = np.empty(starts.shape[0], dtype=np.int64)
+    m = 0
+    for d in range(starts.shape[0]):
+        new_starts[d] = m
+        pending_space = False
+        for pos in range(starts[d], ends[d]):
+            c = buf[pos]
+            if 65 <= c <= 90:
+                c += 32
+            if (97 <= c <= 122) or (48 <= c <= 57) or c >= 128:
+                if pending_space and m > new_starts[d]:
+                    out[m] = 32
+                    m += 1
+                pending_space = False
+                out[m] = c
+                m += 1
+            else:
+                pending_space = True
+        new_ends[d] = m
+    return out[:m], new_starts, new_ends
+
+
+@njit(cache=True)
 def word_ngram_kernel(buf: np.ndarray, doc_starts: np.ndarray, doc_ends: np.ndarray, n: int,
                       a: np.ndarray, b: np.ndarray, out: np.ndarray, scheme: int) -> None:
     """Fold the word ``n``-grams of each normalized document into its row of ``out``.

@@ -234,11 +234,23 @@ def text_signatures(texts: Sequence[str], *, n: int = 3, num_perm: int = 128, se
     out = np.full((len(texts), num_perm), int(_empty_value(scheme)), dtype=np.uint64)
     step = 20_000  # bounds the joined buffer; one kernel call per block
     for lo in range(0, len(texts), step):
-        encoded = [normalize(t, mask_numbers=mask_numbers).encode("utf8")
-                   for t in texts[lo:lo + step]]
-        ends = np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)))
-        starts = ends - np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        buf = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        block = texts[lo:lo + step]
+        # ASCII text goes in raw: the kernel lower-cases it and turns every run of other bytes
+        # into one space, which is normalize() on ASCII. Other text is normalized here (NFKC,
+        # Unicode classes); the kernel's pass leaves normalized text unchanged.
+        pieces = [t if (t.isascii() and not mask_numbers) else
+                  normalize(t, mask_numbers=mask_numbers) for t in block]
+        joined = "".join(pieces)
+        if joined.isascii():
+            raw = joined.encode("ascii")
+            lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        else:
+            encoded = [p.encode("utf8") for p in pieces]
+            raw = b"".join(encoded)
+            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+        ends = np.cumsum(lengths)
+        buf, starts, ends = jit.normalize_ascii(np.frombuffer(raw, dtype=np.uint8),
+                                                ends - lengths, ends)
         jit.word_ngram_kernel(buf, starts, ends, n, a, b, out[lo:lo + step], _SCHEME_CODES[scheme])
     return out.astype(_dtype(scheme), copy=False)
 

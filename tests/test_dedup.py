@@ -178,6 +178,16 @@ def test_text_signatures_equal_shingle_path(use_jit: bool, scheme: str, n: int) 
     assert np.array_equal(masked, minhash_signatures(shingle_texts(texts, n=n, mask_numbers=True)))
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet=st.characters(max_codepoint=0x24F), max_size=40), max_size=8),
+       st.integers(min_value=1, max_value=4))
+def test_text_signatures_property(texts: list[str], n: int) -> None:
+    """The compiled path's in-kernel ASCII normalization equals normalize() on any text."""
+    pytest.importorskip("numba", reason="the compiled kernel needs numba")
+    expected = minhash_signatures(shingle_texts(texts, n=n), num_perm=8, use_jit=False)
+    assert np.array_equal(text_signatures(texts, n=n, num_perm=8, use_jit=True), expected)
+
+
 def test_chunking_and_processes_do_not_change_signatures() -> None:
     docs = _docs(200)
     base = minhash_signatures(docs)
