@@ -212,6 +212,8 @@ def _train(rows: list[dict[str, Any]], params: FinetuneParams, base_folder: Path
         "data_seed": params.seed, "use_cpu": not on_gpu, "bf16": on_gpu,
         "max_length": params.max_length, "disable_tqdm": not progress,
         "dataloader_num_workers": 0,
+        # trl turns checkpointing on by default; a small model fits without it and trains faster.
+        "gradient_checkpointing": False,
     }
     if params.method == "sft":
         from trl import SFTConfig, SFTTrainer
