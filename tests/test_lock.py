@@ -150,3 +150,22 @@ def test_write_below_a_file_names_the_path(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(WriteError, match="cannot write .*not_a_dir/report.json"):
         atomic_write_text(blocker / "report.json", "new")
+
+
+def test_report_while_another_run_holds_the_lock_exits_4(tmp_path: Path, seed_prompt: Path) -> None:
+    data_dir = tmp_path / "data"
+    holder = _python(_HOLD_LOCK, str(data_dir), "120")
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        env = {"PATH": "/usr/bin:/bin", "RETEST_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1",
+               # Never reached: the lock is checked before any model is asked.
+               "RETEST_LLM_BASE_URL": "http://127.0.0.1:9/v1"}
+        done = subprocess.run([str(REPO / ".venv" / "bin" / "retest"), "report", str(seed_prompt),
+                               "--offline", "--out", str(tmp_path / "out")], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 4, done.stderr
+        assert f"pid {holder.pid}" in done.stderr and "Traceback" not in done.stderr
+        assert not (tmp_path / "out" / "report.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
