@@ -121,6 +121,14 @@ def _strip_versions(name: str) -> str:
     return re.sub(r"v\d+(?=_|$)", "", name)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_unreachable_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no API URL remembered as unreachable."""
+    import tools.arxiv_source
+
+    monkeypatch.setattr(tools.arxiv_source, "_UNREACHABLE_SINCE", {})
+
+
 @pytest.fixture()
 def replay(shared_data: Path) -> Iterator[ReplayServer]:
     server = ReplayServer(shared_data / "arxiv" / "atom" / "api_responses_2026")
@@ -266,6 +274,13 @@ def test_unreachable_host_raises_unavailable(isolated_env: Path) -> None:
                      request_spacing_s=0.0)
     with pytest.raises(ArxivUnavailable, match="unreachable after 2 attempt"):
         source.fetch(["1605.08386"])
+    # Another source for the same URL fails fast: no request, no backoff pause.
+    pauses: list[float] = []
+    again = ArxivSource(source.settings, source.cache, sleep=pauses.append)
+    started = time.monotonic()
+    with pytest.raises(ArxivUnavailable, match="not retrying"):
+        again.search("testing")
+    assert pauses == [] and again.requests_made == 0 and time.monotonic() - started < 0.5
 
 
 def test_spacing_never_below_three_seconds_for_the_real_host() -> None:

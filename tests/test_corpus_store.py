@@ -203,6 +203,14 @@ def test_reopened_collection_rebuilds_the_registered_embedder(store_settings: Se
 
 # ---------------------------------------------------------------- id resolution
 
+@pytest.fixture(autouse=True)
+def _fresh_unreachable_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no API URL remembered as unreachable."""
+    import tools.arxiv_source
+
+    monkeypatch.setattr(tools.arxiv_source, "_UNREACHABLE_SINCE", {})
+
+
 class _OneFileServer:
     """Answer every request with one recorded API body (enough for a single id look-up)."""
 

@@ -44,6 +44,10 @@ _MAX_BACKOFF_S = 120.0
 # spacing is kept per API URL across all of them (a run builds several sources).
 _REQUEST_LOCK = threading.Lock()
 _LAST_REQUEST_END: dict[str, float] = {}
+# After an API URL failed all its retries, fail fast for a while instead of spending another
+# minute of backoff per call (a run resolving many ids with no network would crawl).
+UNREACHABLE_HOLD_S = 300.0
+_UNREACHABLE_SINCE: dict[str, float] = {}
 
 
 class ArxivUnavailable(ServiceError):  # noqa: N818 - the name other modules import
@@ -251,6 +255,12 @@ class ArxivSource:
     def _get_feed(self, url: str, *, first_page: bool) -> _feed.ParsedFeed:
         """Fetch and parse one page, retrying transient failures with backoff and jitter."""
         cfg = self.settings.arxiv
+        failed_at = _UNREACHABLE_SINCE.get(cfg.base_url)
+        if failed_at is not None and self.clock() - failed_at < UNREACHABLE_HOLD_S:
+            raise ArxivUnavailable(
+                f"arXiv API unreachable (failed {self.clock() - failed_at:.0f} s ago; "
+                f"not retrying for {UNREACHABLE_HOLD_S:.0f} s)"
+            )
         attempts = cfg.max_retries + 1
         last_problem = ""
         for attempt in range(attempts):
@@ -280,7 +290,9 @@ class ArxivSource:
                 # The API's known glitch: a page inside the result set comes back empty.
                 last_problem = "unexpectedly empty page"
                 continue
+            _UNREACHABLE_SINCE.pop(cfg.base_url, None)
             return feed
+        _UNREACHABLE_SINCE[cfg.base_url] = self.clock()
         raise ArxivUnavailable(
             f"arXiv API unreachable after {attempts} attempt(s): {last_problem}"
         )
