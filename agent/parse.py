@@ -41,6 +41,10 @@ _DATE_TOKEN = re.compile(
 )
 _TASK_HEADING = re.compile(r"^\s*(?:#+\s*)?(?:your\s+)?tasks?\b.*:?\s*$", re.IGNORECASE)
 _ANCHOR_HEADING = re.compile(r"anchor|references?\b|papers?\s*(?:\(|:)", re.IGNORECASE)
+# Bounds on what one prompt may hold: a research prompt is a page, not a corpus. Past these the
+# run would take hours (every claim costs LLM calls), so refuse with one clear line instead.
+MAX_PROMPT_CHARS = 2_000_000
+MAX_CLAIMS = 200
 
 
 def parse_date_range(text: str) -> tuple[str, str] | None:
@@ -139,6 +143,9 @@ def parse_prompt(text: str) -> Brief:
         raise BadInputError("the research prompt is empty")
     if "\x00" in text:
         raise BadInputError("the research prompt is not text (it contains NUL bytes)")
+    if len(text) > MAX_PROMPT_CHARS:
+        raise BadInputError(f"the research prompt is too long ({len(text):,} characters; "
+                            f"at most {MAX_PROMPT_CHARS:,})")
     lines = _logical_lines(text)
     claims: list[Claim] = []
     anchors: list[Anchor] = []
@@ -166,6 +173,9 @@ def parse_prompt(text: str) -> Brief:
             claim_text, dated, rng = _split_claim_date(body)
             if len(claim_text.split()) < 3:  # a stray word is not a claim
                 continue
+            if len(claims) >= MAX_CLAIMS:
+                raise BadInputError(f"the research prompt has more than {MAX_CLAIMS} claims "
+                                    "(split it into several prompts)")
             claims.append(Claim(id=f"C{len(claims) + 1}", text=claim_text, dated=dated,
                                 date_from=rng[0] if rng else None,
                                 date_to=rng[1] if rng else None))

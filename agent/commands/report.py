@@ -14,7 +14,14 @@ from agent.parse import parse_prompt
 
 
 def _read_prompt(path: Path) -> str:
+    from agent.parse import MAX_PROMPT_CHARS
+
     try:
+        # Check the size first: reading a 50 MB file only to refuse it wastes memory.
+        size = path.stat().st_size
+        if size > 4 * MAX_PROMPT_CHARS:  # UTF-8 needs at most 4 bytes a character
+            raise BadInputError(f"prompt file {path} is too large ({size:,} bytes; a research "
+                                f"prompt holds at most {MAX_PROMPT_CHARS:,} characters)")
         data = path.read_bytes()
     except FileNotFoundError:
         raise BadInputError(f"prompt file not found: {path}") from None
