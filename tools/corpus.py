@@ -105,7 +105,7 @@ def _iter_jsonl(path: Path, report: CorpusReport) -> Iterator[Paper]:
                     if not isinstance(record, dict):
                         raise ValueError("not a JSON object")
                     paper, kind = paper_from_record(record, source)
-                except (ValueError, TypeError, KeyError) as exc:
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
                     report.add_malformed(line_no, _reason(exc))
                     continue
                 report.papers += 1
