@@ -3,7 +3,9 @@
 The registry is ``evals/specs/*.toml``: each spec declares ``claim_kinds`` (what kind of claim it
 tests) and a ``description``. Per claim the LLM picks a recipe, accepted only when the recipe's
 claim kinds share a term with the claim, so a small model cannot attach an unrelated experiment;
-otherwise the best keyword match is used. Recipes that fine-tune models are left out unless
+otherwise the best keyword match is used. Only the cheapest fitting tier is offered (log-likelihood
+evals before generation evals before fine-tuning), since that decides the run time on CPUs.
+Recipes that fine-tune models are left out unless
 ``finetune_recipes`` is set. Runs go through ``evals.pipeline.run_spec`` (``retest_items`` items
 per split) for at most ``retest_limit`` claims, cheap evaluations first and then in prompt order,
 since each run costs minutes on 2 CPUs. A claim no recipe fits says what a re-test would need.
@@ -38,6 +40,7 @@ class Recipe(BaseModel):
     description: str
     claim_kinds: list[str]
     finetunes: bool  # a controlled recipe that trains its own models (slow on CPUs)
+    cost: int  # 0 log-likelihood scoring (seconds), 1 generation (minutes), 2 fine-tuning
 
 
 def load_registry(specs_dir: Path = SPECS_DIR) -> list[Recipe]:
@@ -54,7 +57,9 @@ def load_registry(specs_dir: Path = SPECS_DIR) -> list[Recipe]:
             recipes.append(Recipe(name=path.stem, path=path,
                                   description=str(data.get("description", "")),
                                   claim_kinds=[str(k) for k in kinds],
-                                  finetunes="recipe" in data))
+                                  finetunes="recipe" in data,
+                                  cost=2 if "recipe" in data else
+                                  0 if data.get("scoring") == "mc_loglik" else 1))
     return recipes
 
 
@@ -87,18 +92,21 @@ def plan_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, A
     degraded: list[str] = []
     for claim in state["brief"]["claims"]:
         scores = {r.name: match_score(claim["text"], r) for r in recipes}
+        fitting = [r for r in recipes if scores[r.name] > 0]
+        # The cheapest fitting tier only: on CPUs a log-likelihood eval takes seconds, a
+        # generation eval minutes; a bigger machine can run the rest with `retest eval`.
+        cheapest = [r for r in fitting if r.cost == min(f.cost for f in fitting)]
         chosen, how = None, "none"
-        if recipes:
+        if cheapest:
             try:
-                chosen = _llm_choice(ctx, claim, recipes)
+                chosen = _llm_choice(ctx, claim, cheapest)
             except RetestError as exc:
                 degraded.append(f"model failed while choosing re-tests: {exc}")
             if chosen is not None and scores.get(chosen, 0.0) > 0:
                 how = "llm"
             else:
-                best = max(recipes, key=lambda r: (scores[r.name], r.name))
-                chosen = best.name if scores[best.name] > 0 else None
-                how = "keywords" if chosen else "none"
+                chosen = max(cheapest, key=lambda r: (scores[r.name], r.name)).name
+                how = "keywords"
         plans[claim["id"]] = RetestPlan(claim_id=claim["id"], spec=chosen, chosen_by=how,
                                         needs="" if chosen else _needs(claim),
                                         status="planned" if chosen else "no recipe")

@@ -120,11 +120,19 @@ def research_questions(state: AgentState, runtime: Runtime[RunContext]) -> dict[
     except RetestError as exc:
         degraded.append(f"model failed while proposing research questions: {exc}")
     fallback = _fallback_questions(state)
-    questions = [q if len(q.split()) >= 5 else fallback[i] for i, q in
+    questions = [q if _usable(q) else fallback[i] for i, q in
                  enumerate(questions + [""] * (2 - len(questions)))][:2]
+    if questions[0] == questions[1]:
+        questions[1] = fallback[1]
     grounded = [_with_sources(q, evidence[i::2][:2]) for i, q in enumerate(questions)]
     ctx.emit("questions", "two research questions proposed")
     return {"research_questions": grounded, "degraded": degraded}
+
+
+def _usable(question: str) -> bool:
+    """Reject empty and degenerate (looping) questions a small model may produce."""
+    words = question.lower().split()
+    return len(words) >= 5 and len(set(words)) / len(words) >= 0.6
 
 
 def _with_sources(question: str, evidence: list[Evidence]) -> str:
