@@ -98,8 +98,18 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
     }
 
 
+def _inert(text: str) -> str:
+    """Make outside text (titles, abstracts, model output) inert in Markdown.
+
+    No raw HTML tags or comments, no links or images (``[x](javascript:...)``) survive; the words
+    stay readable.
+    """
+    return (str(text).replace("<", "&lt;").replace(">", "&gt;")
+            .replace("[", "\\[").replace("]", "\\]"))
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    return _inert(text).replace("|", "\\|").replace("\n", " ")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -107,7 +117,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines: list[str] = []
     if is_embedded_model(report["model"]):
         lines += [EMBEDDED_WARNING.format(model=report["model"]), ""]
-    lines += ["# Re-test report", "", f"**Question:** {report.get('question', '')}", ""]
+    lines += ["# Re-test report", "", f"**Question:** {_cell(report.get('question', ''))}", ""]
     if report["degraded"]:
         lines += ["**Degraded run:** " + "; ".join(report["degraded"]), ""]
     lines += ["## Summary", "", "| claim | dated | newer evidence | re-test | verdict |",
@@ -122,12 +132,12 @@ def render_markdown(report: dict[str, Any]) -> str:
             sc = c["retest"]["supports_claim"]
             rt = f"{c['retest']['spec']}: " + {True: "supports", False: "contradicts",
                                                 None: "not significant"}[sc]
-        lines.append(f"| {c['id']}: {_cell(_short(c['text']))} | {c['dated'] or '-'} | {ev} | "
-                     f"{rt} | **{c['verdict']}** |")
+        lines.append(f"| {c['id']}: {_cell(_short(c['text']))} | {_cell(c['dated']) or '-'} | "
+                     f"{ev} | {rt} | **{c['verdict']}** |")
     lines.append("")
     for c in report["claims"]:
         lines += [f"## {c['id']}: {_cell(c['text'])}", "",
-                  f"Dated {c['dated'] or 'undated'}; verdict **{c['verdict']}**.", ""]
+                  f"Dated {_cell(c['dated']) or 'undated'}; verdict **{c['verdict']}**.", ""]
         if c["evidence"]:
             lines += ["Newer evidence:", ""]
             for e in c["evidence"]:
@@ -145,9 +155,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         elif c.get("retest_note"):
             lines += [f"Re-test: {c['retest_note']}", ""]
     lines += ["## Tensions (recent work)", ""]
-    lines += [f"- {t['text']}" for t in report["tensions"]] or ["- None found in the window."]
+    lines += [f"- {_cell(t['text'])}" for t in report["tensions"]] or [
+        "- None found in the window."]
     lines += ["", "## Research questions", ""]
-    lines += [f"{i}. {q}" for i, q in enumerate(report["research_questions"], 1)]
+    lines += [f"{i}. {_cell(q)}" for i, q in enumerate(report["research_questions"], 1)]
     lines += ["", "## Anchors", "", "| anchor | status | title |", "|---|---|---|"]
     for a in report["anchors"]:
         flag = "" if a["status"] == "verified" else " (flagged: not grounded, not cited)"
