@@ -282,11 +282,16 @@ class ArxivSource:
                 continue
             if response.status_code != 200:
                 raise ArxivUnavailable(f"arXiv API answered HTTP {response.status_code}")
+            if not response.content.rstrip().endswith(b"</feed>"):
+                # The package parses with recover=True, so a cut-off body would pass as a short
+                # (and then cached) answer; treat it as the transient failure it is.
+                last_problem = "truncated feed"
+                continue
             feed = _feed.parse(response.content)
             if feed.malformed:
                 last_problem = f"malformed feed ({feed.error})"
                 continue
-            if not feed.results and not first_page:
+            if not feed.results and (not first_page or feed.header.total_results > 0):
                 # The API's known glitch: a page inside the result set comes back empty.
                 last_problem = "unexpectedly empty page"
                 continue
