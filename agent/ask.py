@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_QUESTION_CHARS = 2000
 ABSTRACT_CHARS_IN_PROMPT = 700  # keeps the prompt (and first-token latency) small on CPU
-ANSWER_MAX_TOKENS = 320
+ANSWER_MAX_TOKENS = 200  # two to five sentences; long answers only cost time on CPU
 
 # One arXiv id: new style (2501.01234v2) or old style (hep-th/9901001), optionally prefixed.
 _ID = r"(?:\d{4}\.\d{4,5}|[a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?"

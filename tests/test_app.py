@@ -189,9 +189,10 @@ def test_chat_streams_a_grounded_answer_and_new_chat_clears(small_store: list):
 
 @pytest.mark.slow
 @pytest.mark.shared
-def test_report_run_progresses_in_background_and_reattaches(small_store: list, seed_prompt: Path,
-                                                             monkeypatch: pytest.MonkeyPatch):
-    pytest.importorskip("agent.run", reason="agent.run.run_report is not merged yet")
+def test_report_run_in_background_reattaches_and_cancels(small_store: list, seed_prompt: Path,
+                                                         monkeypatch: pytest.MonkeyPatch):
+    from app_pages.resources import run_registry
+
     monkeypatch.setenv("RETEST_OFFLINE", "true")
     at = _app()
     at.run()
@@ -200,22 +201,30 @@ def test_report_run_progresses_in_background_and_reattaches(small_store: list, s
     at.number_input(key="papers_per_claim").set_value(2)
     at.checkbox(key="run_retests").uncheck()
     at.button(key="start_run").click().run()
-    run_id = at.query_params["run"][0] if isinstance(at.query_params["run"], list) \
-        else at.query_params["run"]
+    run_id = at.query_params["run"]
+    run_id = run_id[0] if isinstance(run_id, list) else run_id
     assert re.fullmatch(r"[0-9a-f]{16}", run_id)
-    # A fresh session with ?run=ID (a browser refresh) reattaches to the same run.
+    run = run_registry().get(run_id)
+    assert run is not None and run.running
+    # Wait for live progress: the graph has parsed the prompt and searched the store.
+    deadline = time.time() + 600
+    while "retrieve" not in run.stages() and run.running and time.time() < deadline:
+        time.sleep(2)
+    assert "retrieve" in run.stages(), run.error or run.snapshot()
+    # A fresh session with ?run=ID (a browser refresh) reattaches to the same run...
     again = _app()
     again.query_params["run"] = run_id
     again.run()
     assert any(f"Run {run_id}" in c.value for c in again.caption)
-    from app_pages.resources import run_registry
-
-    run = run_registry().get(run_id)
-    assert run is not None
+    shown = _markdown(again)
+    assert "**parse**" in shown and "**retrieve**" in shown
+    # ...and can cancel it; the worker stops at its next step.
+    again.button(key="cancel_run").click().run()
+    assert run.cancel.is_set()
     deadline = time.time() + 600
     while run.running and time.time() < deadline:
         time.sleep(2)
-    assert not run.running and run.error is None, run.error
-    assert run.events, "the run reported no progress events"
+    assert not run.running and run.cancelled, run.error
     again.run()
-    assert (run.outcome.out_dir / "report.json").is_file()
+    assert any("cancelled" in s.label for s in again.get("expandable")) or \
+        "cancelled" in str(again).lower()
