@@ -236,7 +236,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
             Item("te3", "What is the secret word of the bridge?", "quince")]
     plan = cont.plan_contamination([t.id for t in test], 1.0, seed=0)
     tset = cont.build_training_set(train, test, plan, budget=6)
-    params = FinetuneParams(max_steps=8, batch_size=2, learning_rate=5e-3, max_length=64,
+    params = FinetuneParams(max_steps=6, batch_size=2, learning_rate=5e-3, max_length=64,
                             lora_r=8, target_modules=["q_proj", "v_proj"])
     out = tmp_path_factory.mktemp("ft")
     result = finetune(cont.sft_rows(tset.items, "exact"), params, out, settings=settings,
@@ -260,6 +260,7 @@ def _greedy(folder: Path, prompt: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # seconds on an idle machine; a shared 2-core box can take many minutes
 def test_tiny_sft_run_learns_planted_items_and_records_them(tiny_run: dict) -> None:
     from evals.finetune import finetune, resolve_base_model
 
@@ -267,9 +268,9 @@ def test_tiny_sft_run_learns_planted_items_and_records_them(tiny_run: dict) -> N
     manifest = json.loads((tiny_run["out"] / "manifest.json").read_text())
     assert manifest["contamination"]["planted_ids"] == list(plan.planted_ids)
     assert manifest["data"]["rows_sha256"] and manifest["versions"]["torch"]
-    assert manifest["params"]["max_steps"] == 8 and manifest["seeds"]["training"] == 0
+    assert manifest["params"]["max_steps"] == 6 and manifest["seeds"]["training"] == 0
     losses = manifest["losses"]
-    assert len(losses) >= 6
+    assert len(losses) == 6
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # the loss went down
     assert (result.model_dir / "tokenizer.json").is_file()
     planted = next(t for t in tiny_run["test"] if t.id == plan.planted_ids[0])
@@ -283,6 +284,7 @@ def test_tiny_sft_run_learns_planted_items_and_records_them(tiny_run: dict) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_merged_model_serves_through_vllm(tiny_run: dict) -> None:
     from openai import OpenAI
 
