@@ -41,6 +41,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 NOTIFY_TIMEOUT_S = 120.0
 LOCKED_RETRY_S = 60.0
+EXIT_INTERRUPTED = 130  # what the CLI answers to Ctrl-C, too
 
 RunReport = Callable[..., Any]
 
@@ -273,7 +274,7 @@ class Scheduler:
             if self.stop.is_set():
                 # Cancelled by SIGTERM: the state stays "running" so the next start resumes it.
                 _event(logging.WARNING, "run_cancelled", run_id=run_id, reason=str(exc))
-                return RunResult(EXIT_FAILURE, out_dir, error=str(exc))
+                return RunResult(EXIT_INTERRUPTED, out_dir, error=str(exc))
             atomic_write_json(self.state_path(sha), {"status": "failed", "run_id": run_id,
                                                      "out_dir": str(out_dir)})
             raise

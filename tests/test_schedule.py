@@ -160,9 +160,11 @@ def test_cancelled_run_is_resumed_by_the_next_start(tmp_path: Path) -> None:
     run = RecordingRun(tmp_path / "data", ["cancel", "holds"])
     assert _scheduler(tmp_path, run, every_s=0.01, max_runs=5).serve() == 0
     assert len(run.calls) == 1, "a stop request ends the loop"
+    run.verdicts.insert(1, "cancel")
+    assert _scheduler(tmp_path, run, every_s=3600, once=True).serve() == 130
     assert _scheduler(tmp_path, run, every_s=3600, once=True).serve() == 0
-    assert run.calls[1]["run_id"] == run.calls[0]["run_id"]
-    assert run.calls[1]["out_dir"] == run.calls[0]["out_dir"]
+    assert run.calls[2]["run_id"] == run.calls[1]["run_id"] == run.calls[0]["run_id"]
+    assert run.calls[2]["out_dir"] == run.calls[0]["out_dir"]
 
 
 def test_a_failed_run_is_not_resumed(tmp_path: Path) -> None:
