@@ -18,6 +18,7 @@ import gzip
 import io
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 # Keep the first malformed line numbers in memory; the count stays exact past this.
 MAX_MALFORMED_KEPT = 1000
 _ATOM = "{http://www.w3.org/2005/Atom}"
+_WHITESPACE = dict.fromkeys(
+    map(ord, "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u2028\u2029\u3000"), " ")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -105,7 +109,8 @@ def _iter_jsonl(path: Path, report: CorpusReport) -> Iterator[Paper]:
                     if not isinstance(record, dict):
                         raise ValueError("not a JSON object")
                     paper, kind = paper_from_record(record, source)
-                except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                        RecursionError) as exc:  # a bad record never stops the stream
                     report.add_malformed(line_no, _reason(exc))
                     continue
                 report.papers += 1
@@ -126,7 +131,7 @@ def paper_from_record(record: dict[str, Any], source: str) -> tuple[Paper, str]:
     arxiv_id, version = split_version(raw_id)
     if not is_valid_arxiv_id(arxiv_id):
         raise ValueError(f"malformed arXiv id {raw_id!r}")
-    title = _clean(record.get("title"))
+    title = _text(record, "title")
     if not title:
         raise ValueError("missing 'title'")
     if "versions" in record or "authors_parsed" in record or "update_date" in record:
@@ -139,47 +144,46 @@ def paper_from_record(record: dict[str, Any], source: str) -> tuple[Paper, str]:
 def _from_listing(
     record: dict[str, Any], arxiv_id: str, version: int | None, title: str, source: str
 ) -> Paper:
-    authors = record.get("authors") or []
-    categories = record.get("categories") or []
-    if not isinstance(authors, list) or not isinstance(categories, list):
-        raise ValueError("'authors' and 'categories' must be lists")
     return Paper(
         arxiv_id=arxiv_id,
         version=version,
         title=title,
-        authors=[_clean(a) for a in authors if _clean(a)],
-        abstract=_clean(record.get("abstract")),
-        categories=[str(c) for c in categories],
-        published=date.fromisoformat(str(record["listing_date"])),
-        comment=_clean(record.get("comment")) or None,
+        authors=[a for a in _text_list(record, "authors") if a],
+        abstract=_text(record, "abstract"),
+        categories=[c for c in _text_list(record, "categories") if c],
+        published=date.fromisoformat(_text(record, "listing_date")),
+        comment=_text(record, "comment") or None,
         source=source,
     )
 
 
 def _from_snapshot(record: dict[str, Any], arxiv_id: str, title: str, source: str) -> Paper:
     versions = record.get("versions") or []
-    published = _snapshot_date(versions[0].get("created")) if versions else None
-    updated_raw = record.get("update_date")
+    if not isinstance(versions, list) or not all(isinstance(v, dict) for v in versions):
+        raise ValueError("'versions' must be a list of objects")
+    created = versions[0].get("created") if versions else None
+    published = _snapshot_date(created) if isinstance(created, str) else None
+    updated_raw = _text(record, "update_date")
     updated = date.fromisoformat(updated_raw) if updated_raw else None
     if published is None:
         published = updated  # some dump lines lack versions; the update date is the best bound
     parsed = record.get("authors_parsed")
-    if isinstance(parsed, list) and parsed:
-        # [last, first, suffix] -> "first last suffix"
-        authors = [" ".join(p for p in (a[1], a[0], *a[2:]) if p).strip() for a in parsed]
+    if _is_parsed_authors(parsed):
+        # [last, first, suffix...] -> "first last suffix"
+        authors = [_clean(" ".join(p for p in (a[1], a[0], *a[2:]) if p)) for a in parsed]
     else:
-        authors = [a.strip() for a in _clean(record.get("authors")).split(",") if a.strip()]
-    doi = _clean(record.get("doi")) or None
+        authors = [a.strip() for a in _text(record, "authors").split(",") if a.strip()]
+    doi = _text(record, "doi") or None
     return Paper(
         arxiv_id=arxiv_id,
         version=len(versions) or None,
         title=title,
         authors=[a for a in authors if a],
-        abstract=_clean(record.get("abstract")),
-        categories=_clean(record.get("categories")).split(),
+        abstract=_text(record, "abstract"),
+        categories=_text(record, "categories").split(),
         published=published,
         updated=updated,
-        comment=_clean(record.get("comments")) or None,
+        comment=_text(record, "comments") or None,
         doi=doi,
         source=source,
     )
@@ -239,7 +243,42 @@ def _clean(value: Any) -> str:
     """Collapse the hard line wraps and indentation of arXiv text fields."""
     if value is None:
         return ""
-    return " ".join(str(value).split())
+    text = str(value)
+    # Lone surrogates (possible in JSON escapes) would break UTF-8 writes downstream.
+    if _SURROGATE.search(text):
+        text = _SURROGATE.sub("\ufffd", text)
+    # translate + replace, not split/join or re.sub: those build one object per word, and a
+    # 10 MB field must not become millions of objects (the dump has pathological lines).
+    text = text.translate(_WHITESPACE)
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text.strip()
+
+
+def _text(record: dict[str, Any], key: str) -> str:
+    """Return a string field, cleaned ("" when absent); raise ValueError for another type."""
+    value = record.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"'{key}' must be a string, got {type(value).__name__}")
+    return _clean(value)
+
+
+def _text_list(record: dict[str, Any], key: str) -> list[str]:
+    """Return a list-of-strings field, cleaned; raise ValueError for anything else."""
+    value = record.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"'{key}' must be a list of strings")
+    return [_clean(v) for v in value]
+
+
+def _is_parsed_authors(value: Any) -> bool:
+    return (isinstance(value, list) and bool(value) and all(
+        isinstance(a, list) and len(a) >= 2 and all(isinstance(p, str) for p in a)
+        for a in value))
 
 
 def _reason(exc: Exception) -> str:
