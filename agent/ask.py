@@ -271,11 +271,15 @@ def finish_answer(question: str, raw: str, hits: Sequence[tuple[Paper, float]], 
                   removed_ids=grounded.removed_ids, model=model, seconds=round(seconds, 3))
 
 
+# A last token that could still grow into an id or a citation: digits, brackets, slashes, or a
+# prefix of "arXiv:". Everything else is released at once (first-token latency matters).
+_MAYBE_ID_TAIL = re.compile(r"\d|\[|/|^a(?:r(?:x(?:i(?:v(?::.*)?)?)?)?)?$", re.IGNORECASE)
+
+
 def _safe_prefix_end(raw: str) -> int:
     """Index up to which ``raw`` holds no partial citation (the tail may still grow into one)."""
-    end = max(raw.rfind(" "), raw.rfind("\n"))
-    if end < 0:
-        return 0
+    last_token = max(raw.rfind(" "), raw.rfind("\n")) + 1
+    end = last_token if _MAYBE_ID_TAIL.search(raw[last_token:]) else len(raw)
     open_bracket = raw.rfind("[", 0, end)
     if open_bracket > raw.rfind("]", 0, end):
         end = open_bracket
@@ -286,9 +290,10 @@ def stream_answer(question: str, settings: Settings, *, llm: Any = None, store: 
                   k: int = 6) -> Iterator[str | Answer]:
     """Yield grounded text pieces as the model writes, then the final :class:`Answer`.
 
-    Pieces never contain an unretrieved id: text is released only up to the last complete word
-    outside an open bracket, after grounding. The final Answer's ``text`` is authoritative (it
-    also carries attributed citations); a UI should replace the streamed text with it.
+    Pieces never contain an unretrieved id, nor part of one: text is released after grounding,
+    holding back an open bracket and a last token that could still grow into an id. The final
+    Answer's ``text`` is authoritative (it also carries attributed citations); a UI should
+    replace the streamed text with it.
     """
     question = check_question(question)
     started = time.perf_counter()

@@ -142,7 +142,9 @@ def test_streamed_pieces_never_show_an_invented_id(isolated_env: Path):
     assert isinstance(final, Answer)
     streamed = "".join(p for p in pieces[:-1] if isinstance(p, str))
     assert "2501.01234" in streamed
-    assert "2609.99999" not in streamed and "2311.11111" not in streamed
+    # Not even part of an invented id is shown while it streams in, three characters at a time.
+    assert set(re.findall(r"\d+", streamed)) <= {"2501", "01234"}
+    assert streamed.startswith("It lowers")
     assert final.removed_ids == ["2609.99999", "2311.11111"]
 
 
@@ -158,10 +160,9 @@ def test_empty_store_is_bad_input(isolated_env: Path):
 @pytest.fixture()
 def small_store(llm_env: Path, shared_data: Path):
     """A chromadb store in tmp holding 300 real corpus records."""
+    from agent.settings import load_settings
     from tools.corpus import iter_corpus
     from tools.paper_store import PaperStore
-
-    from agent.settings import load_settings
 
     store = PaperStore(load_settings())
     store.upsert(list(itertools.islice(iter_corpus(shared_data / CORPUS), 300)))
