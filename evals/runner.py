@@ -119,6 +119,11 @@ class OpenAISampler:
         self.api_key = api_key
         self._restart = restart
         self._lock = threading.Lock()
+        # Bumped on every recovery, so threads that failed together restart the server once.
+        self._recoveries = 0
+        # Set when a restart failed: later requests fail at once instead of each trying to start
+        # a server again (a start takes minutes and fails the same way, e.g. out of memory).
+        self._dead: str | None = None
         # Options repeat across items (numbers, "up"/"down"): tokenize each text once.
         self._token_cache: dict[tuple[str, bool], list[int]] = {}
         self._set_base_url(base_url)
@@ -207,6 +212,9 @@ class OpenAISampler:
 
     def _with_retries(self, call: Callable[[], Any]) -> tuple[Any, int]:
         for attempt in range(1, self.gen.max_retries + 2):
+            if self._dead:
+                raise ServiceError(self._dead)
+            seen = self._recoveries
             try:
                 return call(), attempt
             except _TRANSIENT as exc:
@@ -215,14 +223,24 @@ class OpenAISampler:
                                        f"attempts: {exc}") from None
                 log.warning("%s: request failed (%s); retry %d", self.name, exc, attempt)
                 time.sleep(min(2.0 ** (attempt - 1), 8.0))
-                self._recover()
+                self._recover(seen)
         raise AssertionError("unreachable")
 
-    def _recover(self) -> None:
+    def _recover(self, seen: int) -> None:
+        """Bring the server back once per failure wave; raise ServiceError if it cannot be."""
         if self._restart is None:
             return
-        with self._lock:  # one thread restarts; the others find it running
-            new_url = self._restart()
+        with self._lock:  # one thread restarts; the others find it done
+            if self._dead:
+                raise ServiceError(self._dead)
+            if self._recoveries != seen:
+                return  # another thread recovered after this request was sent
+            try:
+                new_url = self._restart()
+            except ServiceError as exc:
+                self._dead = f"{self.name}: the server could not be restarted: {exc}"
+                raise ServiceError(self._dead) from None
+            self._recoveries += 1
             if new_url.rstrip("/") != self.base_url:
                 log.warning("%s: server moved to %s", self.name, new_url)
                 self._set_base_url(new_url)

@@ -150,3 +150,21 @@ def test_dead_server_is_recovered_through_restart_hook(llm_base_url: str) -> Non
     result = sampler.generate("Say hi.")
     assert result.attempts == 2 and restarts == ["called"]
     assert sampler.base_url == llm_base_url.rstrip("/")
+
+
+def test_failed_restart_fails_fast_instead_of_restarting_per_request() -> None:
+    # A restart that cannot bring the server back (out of memory, say) is tried once; every
+    # later request fails at once, so a run ends with "rerun to retry" instead of looping.
+    attempts: list[int] = []
+
+    def restart() -> str:
+        attempts.append(1)
+        raise ServiceError("vLLM exited during start-up")
+
+    sampler = OpenAISampler("gone", "http://127.0.0.1:9/v1", "x", api="chat",
+                            gen=GenerationSettings(max_retries=3, timeout_s=2), restart=restart)
+    with pytest.raises(ServiceError, match="could not be restarted"):
+        sampler.generate("hi")
+    with pytest.raises(ServiceError, match="could not be restarted"):
+        sampler.generate("hi again")
+    assert attempts == [1]
