@@ -84,7 +84,9 @@ def run_report(prompt_text: str, settings: Settings, out_dir: Path, *, run_id: s
         try:
             graph = build_graph(SqliteSaver(conn))
             snapshot = graph.get_state(config)
-            if snapshot.values:
+            # A run killed before its first node finished has only the pending input checkpoint
+            # (default values, no prompt yet): start it afresh under the same id.
+            if snapshot.values and snapshot.values.get("prompt_text") is not None:
                 if snapshot.values.get("prompt_text") != prompt_text:
                     raise BadInputError(f"run {run_id} was started with a different prompt")
                 ctx.emit("resume", f"resuming run {run_id} at {list(snapshot.next) or 'end'}")
