@@ -18,6 +18,7 @@ import typer
 from agent.commands.common import settings_from_flags
 from agent.errors import BadInputError
 from agent.scheduler import (
+    EXIT_INTERRUPTED,
     ScheduleConfig,
     Scheduler,
     parse_duration,
@@ -71,8 +72,12 @@ def schedule(
                                          max_runs=max_runs, options=options), settings)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
-        if scheduler.stop.is_set():  # a second signal: stop now
-            raise KeyboardInterrupt
+        if scheduler.stop.is_set():
+            # A second signal: stop now. Worker threads blocked in LLM calls would delay a
+            # normal exit; writes are atomic and the lock is the kernel's, so nothing is torn.
+            logging.getLogger("retest.schedule").warning(
+                "stopping now", extra={"fields": {"event": "stopping_now", "signal": signum}})
+            os._exit(EXIT_INTERRUPTED)
         logging.getLogger("retest.schedule").info(
             "stopping", extra={"fields": {"event": "stopping", "signal": signum}})
         scheduler.stop.set()
