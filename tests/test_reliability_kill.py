@@ -1,0 +1,207 @@
+"""SIGKILL ``retest report --offline`` and ``retest eval`` at several points; every resume must end
+with the same report / results as an uninterrupted run (timestamps and timings ignored).
+
+Kill points are spread over the run: for ``report`` after the k-th progress line on stderr, for
+``eval`` after the k-th line of results.jsonl. ``RETEST_KILL_POINTS`` (default 2 each) sets how
+many. The report runs judge with the deterministic fake model (checkpointing is what is under
+test, and a real 135M model would make each run minutes long); the eval runs call the real
+embedded SmolLM2 server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+CORPUS = TESTS / "hostile" / "poisoned.jsonl"
+PROMPT = TESTS / "hostile" / "prompt.txt"
+KILL_POINTS = int(os.environ.get("RETEST_KILL_POINTS", "2"))
+# The report's first checkpoint (its input) is written as the graph starts, before the parse node
+# reports (the third progress line); a run killed earlier has nothing to resume and `--resume`
+# says so (exit 2): the user reruns it instead.
+FIRST_RESUMABLE_LINE = 3
+_FAKE_CLI = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from report_fakes import FakeLLM; "
+             "import tools.llm; tools.llm.make_llm = lambda *a, **k: FakeLLM(); "
+             "from agent.cli import main; sys.exit(main(sys.argv[1:]))")
+_VOLATILE_REPORT = {"generated_at", "usage", "run_id"}
+_VOLATILE_RESULT = {"latency_s", "finished_at", "attempts", "prompt_tokens",
+                    "completion_tokens", "option_logprobs"}
+
+
+def _points(total: int, first: int = 1) -> list[int]:
+    """Return ``KILL_POINTS`` kill positions spread over first..total-1."""
+    if total - first < 1:
+        return [first]
+    n = min(KILL_POINTS, total - first)
+    return sorted({first + round(i * (total - 1 - first) / max(n - 1, 1)) for i in range(n)})
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETEST_")
+           or k in ("RETEST_LLM_BASE_URL", "RETEST_LLM_MODEL")}
+    env["RETEST_DATA_DIR"] = str(data_dir)
+    return env
+
+
+# ---------------------------------------------------------------- report
+
+def _report_args(out: Path) -> list[str]:
+    return ["report", str(PROMPT), "--offline", "--corpus", str(CORPUS), "--out", str(out),
+            "--papers-per-claim", "3", "--retest-limit", "0"]
+
+
+def _run_report(data_dir: Path, out: Path, extra: list[str] | None = None,
+                kill_after_lines: int | None = None) -> tuple[int | None, list[str]]:
+    """Run the CLI (fake judge); SIGKILL it after N stderr lines. Return (exit code, lines)."""
+    proc = subprocess.Popen([sys.executable, "-c", _FAKE_CLI, *_report_args(out), *(extra or [])],
+                            cwd=REPO, env=_env(data_dir), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith(("[", "run id")):
+            lines.append(line.rstrip("\n"))
+        if kill_after_lines is not None and len(lines) >= kill_after_lines:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            return None, lines
+    return proc.wait(timeout=600), lines
+
+
+def _stable(report: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in report.items() if k not in _VOLATILE_REPORT}
+
+
+@pytest.mark.slow
+def test_report_killed_and_resumed_matches_uninterrupted(tmp_path: Path) -> None:
+    code, lines = _run_report(tmp_path / "base-data", tmp_path / "base")
+    assert code == 0, lines
+    baseline = _stable(json.loads((tmp_path / "base" / "report.json").read_text()))
+    baseline_md = (tmp_path / "base" / "report.md").read_text()
+    identical = 0
+    points = _points(len(lines), FIRST_RESUMABLE_LINE)
+    for point in points:
+        data, out = tmp_path / f"data-{point}", tmp_path / f"out-{point}"
+        code, seen = _run_report(data, out, kill_after_lines=point)
+        run_id = seen[0].split()[2]
+        if code is None:  # killed: resume it
+            code, _ = _run_report(data, out, extra=["--resume", run_id])
+        assert code == 0, (point, seen)
+        report = json.loads((out / "report.json").read_text())
+        assert report["run_id"] == run_id
+        assert _stable(report) == baseline, f"resume after line {point} differs"
+        md = (out / "report.md").read_text()
+        assert _strip_md(md) == _strip_md(baseline_md)
+        identical += 1
+    print(f"\nreport: {len(points)} kill points {points} of {len(lines)} lines, "
+          f"{identical} identical resumes")
+
+
+def _strip_md(md: str) -> list[str]:
+    return [ln for ln in md.splitlines()
+            if not ln.startswith(("- generated:", "- run id:", "- LLM calls:"))]
+
+
+# ---------------------------------------------------------------- eval
+
+def _spec(folder: Path, url: str) -> Path:
+    text = f"""
+description = "tiny quartz dedup for kill/resume"
+claim_kinds = ["memorization"]
+seed = 5
+scoring = "mc_loglik"
+[dataset]
+kind = "openai_evals"
+path = "${{SHARED_DATA}}/benchmarks/openai_evals/quartz/samples.jsonl"
+test_fraction = 0.2
+[sample]
+per_split = 4
+[generation]
+concurrency = 1
+[[models]]
+role = "fine_tuned"
+endpoint = "{url}"
+model = "SmolLM2-135M-Instruct"
+name = "smol-a"
+api = "completions"
+[[models]]
+role = "base"
+endpoint = "{url}"
+model = "SmolLM2-135M-Instruct"
+name = "smol-b"
+api = "completions"
+"""
+    path = folder / "kill.toml"
+    path.write_text(text)
+    return path
+
+
+def _run_eval(spec: Path, out: Path, data: Path,
+              kill_at_results: int | None = None) -> int | None:
+    """Run ``retest eval``; SIGKILL it once results.jsonl has N lines. Return the exit code."""
+    results = out / "results.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "eval", str(spec), "--out",
+                             str(out), "--quiet"], cwd=REPO, env=_env(data),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline:
+        if kill_at_results is not None and results.is_file():
+            with results.open("rb") as handle:
+                if sum(1 for _ in handle) >= kill_at_results:
+                    proc.send_signal(signal.SIGKILL)
+                    proc.wait(timeout=60)
+                    return None
+        time.sleep(0.02)
+    code = proc.wait(timeout=60)
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+    return code
+
+
+def _results(out: Path) -> dict[tuple, dict]:
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    keyed = {(r["item_id"], r["model"], r["variant"], r["split"]): r for r in rows}
+    assert len(keyed) == len(rows), "a result line was duplicated by the resume"
+    return {k: {f: v for f, v in r.items() if f not in _VOLATILE_RESULT} | {
+        "lp": [round(x, 2) for x in r.get("option_logprobs") or []]} for k, r in keyed.items()}
+
+
+def _summary(out: Path) -> dict[str, Any]:
+    summary = json.loads((out / "summary.json").read_text())
+    return {k: summary[k] for k in ("accuracy", "gap", "supports_claim", "n_results")
+            if k in summary}
+
+
+@pytest.mark.slow
+def test_eval_killed_and_resumed_matches_uninterrupted(shared_data: Path, llm_base_url: str,
+                                                       tmp_path: Path) -> None:
+    spec = _spec(tmp_path, llm_base_url)
+    data = tmp_path / "data"
+    base = tmp_path / "base"
+    _run_eval(spec, base, data)
+    expected, expected_summary = _results(base), _summary(base)
+    assert len(expected) == 16
+    identical = landed = 0
+    points = _points(len(expected))
+    for point in points:
+        out = tmp_path / f"out-{point}"
+        if _run_eval(spec, out, data, kill_at_results=point) is None:
+            landed += 1
+            partial = (out / "results.jsonl").read_text().splitlines()
+            assert point <= len(partial) < len(expected)
+            _run_eval(spec, out, data)  # the rerun resumes from results.jsonl
+        assert _results(out) == expected, f"resume after {point} results differs"
+        assert _summary(out) == expected_summary
+        identical += 1
+    print(f"\neval: {len(points)} kill points {points} ({landed} landed mid-run), "
+          f"{identical} identical resumes")
+    assert landed >= 1
