@@ -138,7 +138,12 @@ class LLMClient:
                 if attempt == self.max_retries:
                     raise ServiceError(f"LLM server at {self.base_url} failed: {exc}") from None
                 log.warning("LLM call failed (%s); retry %d", exc, attempt + 1)
-                _recover_embedded_server()
+                new_url = _recover_embedded_server()
+                if new_url and new_url.rstrip("/") != self.base_url.rstrip("/"):
+                    # The restarted server listens on a new port: follow it.
+                    log.warning("embedded LLM server moved to %s", new_url)
+                    self.client = self.client.with_options(base_url=new_url)
+                    self.base_url = new_url
         raise AssertionError("unreachable")
 
 
@@ -146,9 +151,11 @@ class LLMClient:
 _embedded_restart: Any = None
 
 
-def _recover_embedded_server() -> None:
+def _recover_embedded_server() -> str | None:
+    """Restart the embedded server if it died; return its (possibly new) base URL."""
     if _embedded_restart is not None:
-        _embedded_restart()
+        return str(_embedded_restart())
+    return None
 
 
 def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
