@@ -295,3 +295,31 @@ def test_unwritable_data_dir_names_the_path(isolated_env: Path, tmp_path: Path,
 def test_zz_print_tally() -> None:
     print(f"\nfaults: {dict(TALLY)}")
     assert TALLY["faults injected"] == TALLY["faults survived"]
+
+
+def test_client_follows_a_restarted_server_to_its_new_port(isolated_env: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded server died and came back on another port: the next retry reaches it."""
+    import tools.llm
+
+    healthy = GarbageLLMServer('{"stance": "supports", "summary": "fine"}')
+    thread = threading.Thread(target=healthy.httpd.serve_forever, daemon=True)
+    thread.start()
+    restarts: list[str] = []
+
+    def restart() -> str:
+        restarts.append(healthy.url)
+        return healthy.url
+
+    try:
+        dead = _closed_port_url().removesuffix("/api/query") + "/v1"
+        llm = tools.llm.make_llm(load_settings(llm={"base_url": dead, "model": "m",
+                                                    "max_retries": 2, "timeout_s": 5}))
+        monkeypatch.setattr(tools.llm, "_embedded_restart", restart)
+        TALLY["faults injected"] += 1
+        reply = llm.complete_json([{"role": "user", "content": "judge"}], _Garbage)
+        assert reply.stance == "supports" and restarts and llm.base_url == healthy.url
+        TALLY["faults survived"] += 1
+    finally:
+        healthy.httpd.shutdown()
+        healthy.httpd.server_close()
