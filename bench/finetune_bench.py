@@ -50,7 +50,7 @@ def main() -> None:
             start = time.perf_counter()
             run = finetune(rows, params, Path(tmp) / mode, settings=settings, progress=False)
             m = run.manifest
-            results[mode] = {"tokens": m["train_tokens"], "train_wall_s": m["wall_s"],
+            results[mode] = {"tokens": m["train_tokens"], "train_s": m["train_s"],
                              "tokens_per_s": m["train_tokens_per_s"], "device": m["device"],
                              "loss": [m["first_loss"], m["last_loss"]],
                              "total_s_with_merge_and_save": round(time.perf_counter() - start, 1)}

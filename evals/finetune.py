@@ -144,7 +144,8 @@ def finetune(rows: list[dict[str, Any]], params: FinetuneParams, out_dir: Path, 
         return finished
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    losses, device, n_tokens = _train(rows, params, base_folder, out_dir, progress=progress)
+    losses, device, n_tokens, train_s = _train(rows, params, base_folder, out_dir,
+                                               progress=progress)
     wall_s = time.perf_counter() - started
     manifest = {
         "fingerprint": fp,
@@ -159,7 +160,9 @@ def finetune(rows: list[dict[str, Any]], params: FinetuneParams, out_dir: Path, 
         "last_loss": losses[-1] if losses else None,
         "device": device,
         "train_tokens": n_tokens,
-        "train_tokens_per_s": round(n_tokens / wall_s, 1) if wall_s > 0 else None,
+        # Optimizer steps only; wall_s adds loading, merging and saving.
+        "train_tokens_per_s": round(n_tokens / train_s, 1) if train_s > 0 else None,
+        "train_s": round(train_s, 2),
         "wall_s": round(wall_s, 2),
         "versions": library_versions(),
         "model_dir": str((out_dir / "model").resolve()),
@@ -183,8 +186,8 @@ def _check_rows(rows: list[dict[str, Any]], method: str) -> None:
 
 
 def _train(rows: list[dict[str, Any]], params: FinetuneParams, base_folder: Path,
-           out_dir: Path, *, progress: bool) -> tuple[list[float], str, int]:
-    """Run trl's trainer; save the merged model; return (losses, device, tokens seen)."""
+           out_dir: Path, *, progress: bool) -> tuple[list[float], str, int, float]:
+    """Run trl's trainer; save the merged model; return (losses, device, tokens, train s)."""
     import torch
     from datasets import Dataset
     from peft import LoraConfig
@@ -226,13 +229,14 @@ def _train(rows: list[dict[str, Any]], params: FinetuneParams, base_folder: Path
         trainer = DPOTrainer(model=model, args=DPOConfig(beta=params.dpo_beta, **common),
                              train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config)
-    trainer.train()
+    output = trainer.train()
+    train_s = float(output.metrics.get("train_runtime", 0.0))
     losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
     n_tokens = _tokens_seen(trainer, rows, tokenizer, params)
     merged = trainer.model.merge_and_unload() if params.lora else trainer.model
     _save_servable(merged, tokenizer, out_dir / "model")
     shutil.rmtree(out_dir / "trainer", ignore_errors=True)
-    return losses, device, n_tokens
+    return losses, device, n_tokens, train_s
 
 
 def _tokens_seen(trainer: Any, rows: list[dict[str, Any]], tokenizer: Any,
