@@ -169,12 +169,13 @@ def test_cli_bad_input_is_one_line_exit_2(isolated_env, tmp_path, capsys):
     assert "Traceback" not in "".join(err)
 
 
-def _cli(args: list[str], env_dir: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+def _cli(args: list[str], env_dir: Path, timeout: int = 1700) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agent.cli", *args], cwd=env_dir,
                           capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~3 min on an idle server; the shared embedded server may be busy
 def test_end_to_end_real_model(llm_env, small_corpus, seed_prompt, tmp_path):
     """`retest report` with the real embedded SmolLM2: schema, grounding, flagged anchors,
     and a planted instruction in an abstract that the report does not follow."""
