@@ -271,19 +271,30 @@ def finish_answer(question: str, raw: str, hits: Sequence[tuple[Paper, float]], 
                   removed_ids=grounded.removed_ids, model=model, seconds=round(seconds, 3))
 
 
-# A last token that could still grow into an id or a citation: digits, brackets, slashes, or a
-# prefix of "arXiv:". Everything else is released at once (first-token latency matters).
-_MAYBE_ID_TAIL = re.compile(r"\d|\[|/|^a(?:r(?:x(?:i(?:v(?::.*)?)?)?)?)?$", re.IGNORECASE)
+# The end of a text that could still grow into an arXiv id: digits (2503.1...), an old-style
+# "/NNN", or a prefix of "arXiv:". Only that tail is held back while streaming.
+_PARTIAL_ID_END = re.compile(
+    r"(?:\d{1,5}(?:\.\d{0,5})?(?:v\d*)?|/\d{0,7}"
+    r"|(?<![a-z])a(?:r(?:x(?:i(?:v(?:\s*:\s*)?)?)?)?)?)$", re.IGNORECASE)
 
 
-def _safe_prefix_end(raw: str) -> int:
-    """Index up to which ``raw`` holds no partial citation (the tail may still grow into one)."""
-    last_token = max(raw.rfind(" "), raw.rfind("\n")) + 1
-    end = last_token if _MAYBE_ID_TAIL.search(raw[last_token:]) else len(raw)
-    open_bracket = raw.rfind("[", 0, end)
-    if open_bracket > raw.rfind("]", 0, end):
-        end = open_bracket
-    return end
+def _safe_prefix_end(raw: str, ids: Sequence[str]) -> int:
+    """Index up to which ``raw`` can be shown while the model is still writing.
+
+    An open bracket is shown only while its content is a prefix of ``arXiv:ID]`` for a
+    retrieved id (a model that starts with a real citation streams at once); otherwise it is
+    held from the bracket. Then a tail that could still become an id is held back.
+    """
+    end = len(raw)
+    open_bracket = raw.rfind("[")
+    if open_bracket > raw.rfind("]"):
+        inner = re.sub(r"\s+", "", raw[open_bracket + 1:]).lower()
+        if not any(f"arxiv:{i.lower()}]".startswith(inner) for i in ids):
+            end = open_bracket
+        else:
+            return end
+    match = _PARTIAL_ID_END.search(raw, 0, end)
+    return match.start() if match else end
 
 
 def stream_answer(question: str, settings: Settings, *, llm: Any = None, store: Any = None,
@@ -307,7 +318,7 @@ def stream_answer(question: str, settings: Settings, *, llm: Any = None, store: 
     for piece in llm.stream_chat(build_messages(question, [p for p, _ in hits]),
                                  max_tokens=ANSWER_MAX_TOKENS):
         raw += piece
-        safe = ground_text(raw[:_safe_prefix_end(raw)], ids).text
+        safe = ground_text(raw[:_safe_prefix_end(raw, ids)], ids).text
         if safe.startswith(shown) and len(safe) > len(shown):
             yield safe[len(shown):]
             shown = safe
