@@ -83,22 +83,25 @@ class RunContext:
                       **kwargs: Any) -> ModelT:
         """Ask the model for JSON under ``schema``; fail fast once the model looks down.
 
-        After ``MAX_LLM_FAILURES`` calls failed beyond their retries (each already waited out
-        its timeouts), later calls raise at once, so a dead server degrades the run in minutes
-        instead of hours.
+        After ``MAX_LLM_FAILURES`` consecutive calls failed beyond their retries (each already
+        waited out its timeouts), later calls raise at once, so a dead server degrades the run in
+        minutes instead of hours.
         """
         if self._failures >= MAX_LLM_FAILURES:
             raise ServiceError(f"LLM skipped after {self._failures} failed calls")
         from tools.llm import StructuredOutputError
 
         try:
-            return self.llm().complete_json(messages, schema, **kwargs)
+            reply = self.llm().complete_json(messages, schema, **kwargs)
         except StructuredOutputError:
             raise  # the model answered, badly: not a sign that it is down
         except ServiceError:
             with self._lock:
                 self._failures += 1
             raise
+        with self._lock:
+            self._failures = 0  # consecutive failures only: a restarted server is fine again
+        return reply
 
     @property
     def model_name(self) -> str:

@@ -57,7 +57,14 @@ def judge(task: JudgeTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
             _cache_put(ctx, claim["text"], paper["arxiv_id"], reply.model_dump())
     except RetestError as exc:
         log.warning("judging %s for %s failed: %s", paper["arxiv_id"], claim["id"], exc)
-        return {"degraded": [f"model failed while judging papers: {exc}"]}
+        # Keep the retrieved paper (its facts are real) but count it for nothing: the verdict
+        # rule ignores "unrelated", and the summary says why.
+        return {"degraded": [f"model failed while judging papers: {exc}"],
+                "evidence": [Evidence(claim_id=claim["id"], arxiv_id=paper["arxiv_id"],
+                                      title=paper["title"], published=paper["published"] or "",
+                                      stance="unrelated",
+                                      summary="Not judged: the model failed on this paper.",
+                                      score=float(task["score"]))]}
     summary, removed = strip_ungrounded(reply.summary, {paper["arxiv_id"]})
     if removed:
         log.warning("removed ids the model wrote but the run never retrieved: %s", removed)
