@@ -8,8 +8,9 @@ under its own name, so a collection reopened elsewhere rebuilds the same functio
 falling back to chroma's downloadable default.
 
 Search is hybrid because dense vectors blur rare exact tokens: a query for "GRPO" or an arXiv id
-must find the paper that says exactly that. Candidates come from a dense query plus dense queries
-restricted to documents containing the query's distinctive terms (chroma's full-text filter);
+must find the paper that says exactly that. Candidates come from a dense query plus, for short
+queries, dense queries restricted to documents containing the distinctive terms (chroma's
+full-text filter);
 each candidate is scored ``0.65 * cosine + 0.35 * term overlap``; an exact id scores 1.0.
 """
 
