@@ -69,8 +69,8 @@ class WebDriver:
         return self._call("POST", self._s("/execute/sync"), {"script": source, "args": []})
 
     def find(self, css: str) -> str:
-        return self._call("POST", self._s("/element"),
-                          {"using": "css selector", "value": css})[ELEMENT]
+        found = self._call("POST", self._s("/element"), {"using": "css selector", "value": css})
+        return found.get(ELEMENT) or next(iter(found.values()))  # W3C key, or a legacy one
 
     def type_into(self, css: str, text: str) -> None:
         self._call("POST", self._s(f"/element/{self.find(css)}/value"), {"text": text})
