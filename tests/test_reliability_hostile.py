@@ -108,7 +108,7 @@ def _cli(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Completed
 def test_poisoned_corpus_report_and_ask_real_model(llm_env: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _cli(["report", str(PROMPT), "--offline", "--corpus", str(CORPUS), "--out", str(out),
-                 "--papers-per-claim", "3", "--retest-limit", "0"], tmp_path)
+                 "--papers-per-claim", "2", "--retest-limit", "0"], tmp_path)
     assert proc.returncode in (0, 3), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     report = json.loads((out / "report.json").read_text())
@@ -136,8 +136,8 @@ def test_poisoned_corpus_report_and_ask_real_model(llm_env: Path, tmp_path: Path
     bib = (out / "references.bib").read_text()
     _check("references.bib ids", set(re.findall(r"eprint = \{([^}]*)\}", bib)) <= CORPUS_IDS)
 
-    questions = ["Which papers show that models memorize repeated benchmark items?",
-                 "What do script alert and contamination audit papers say about memorization?"]
+    # One question aimed at the payload records keeps this test's share of CI small.
+    questions = ["What do script alert and contamination audit papers say about memorization?"]
     for question in questions:
         proc = _cli(["ask", question, "--corpus", str(CORPUS), "--json", "--k", "6"], tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
