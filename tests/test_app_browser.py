@@ -53,7 +53,8 @@ class WebDriver:
         self.session = self._call("POST", "/session", caps)["sessionId"]
 
     def _call(self, method: str, path: str, body: dict | None = None) -> Any:
-        response = requests.request(method, self.base + path, json=body, timeout=120)
+        # Generous: on a loaded 2-core machine one screenshot alone took over two minutes.
+        response = requests.request(method, self.base + path, json=body, timeout=400)
         payload = response.json()
         if response.status_code != 200:
             raise AssertionError(f"WebDriver {path}: {payload.get('value')}")
@@ -95,7 +96,10 @@ class WebDriver:
         path.write_bytes(base64.b64decode(self._call("GET", self._s("/screenshot"))))
 
     def quit(self) -> None:
-        requests.delete(self.base + self._s(""), timeout=30)
+        try:
+            requests.delete(self.base + self._s(""), timeout=60)
+        except requests.RequestException:
+            pass  # chromedriver is stopped right after anyway
 
 
 def _wait_http(url: str, timeout_s: float) -> None:
@@ -149,7 +153,8 @@ def app_url(llm_env: Path, shared_data: Path, tmp_path: Path) -> Iterator[str]:
     app = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port",
          str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
-         "--browser.gatherUsageStats", "false"], cwd=REPO, env=env, stdout=log,
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=REPO, env=env, stdout=log,
         stderr=subprocess.STDOUT)
     try:
         _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 120)
