@@ -184,7 +184,13 @@ def test_browser_chat_answer_is_cited_and_a_report_opens(app_url: str, browser: 
                                                          tmp_path: Path):
     browser.get(app_url)
     browser.wait_for("return !!document.querySelector('textarea')", 120)
-    browser.type_into("textarea", "What do papers on language model reasoning propose?" + ENTER)
+    from tools.corpus import iter_corpus
+
+    # Ask about a stored paper by its title: the small model then restates its abstract, which
+    # grounding cites (by the model, or attributed by word overlap).
+    first = next(iter_corpus(tmp_path / "small.jsonl"))
+    title = " ".join(first.title.split())
+    browser.type_into("textarea", f"What does the paper '{title}' propose?" + ENTER)
     # The answer is finished when its caption ("… papers retrieved") is drawn.
     browser.wait_for("return document.body.innerText.includes('papers retrieved')", 400)
     links = browser.script(
