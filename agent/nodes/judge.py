@@ -10,6 +10,7 @@ that the run did not retrieve is removed.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
@@ -18,11 +19,15 @@ from pydantic import BaseModel, Field
 
 from agent.errors import RetestError
 from agent.grounding import strip_ungrounded
+from agent.judgement_cache import JudgementCache
 from agent.nodes.context import RunContext
 from agent.prompts import judge_messages
 from agent.state import AgentState, Evidence, JudgeTask
 
 log = logging.getLogger(__name__)
+
+# The judgement cache saves LLM calls; when it breaks, the run goes on without it.
+_CACHE_ERRORS = (OSError, TypeError, ValueError, sqlite3.Error, RetestError)
 
 
 class Judgement(BaseModel):
@@ -76,11 +81,15 @@ def judge(task: JudgeTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 def _cache_get(ctx: RunContext, claim_text: str, arxiv_id: str) -> dict[str, Any] | None:
-    """Reuse a stance judged by the same model in an earlier run (history engineer's cache)."""
+    """Reuse a stance judged by the same model in an earlier run; a broken cache only warns."""
     cache = _judgement_cache(ctx)
     if cache is None:
         return None
-    hit = cache.get(claim_text, arxiv_id, ctx.model_name)
+    try:
+        hit = cache.get(claim_text, arxiv_id, ctx.model_name)
+    except _CACHE_ERRORS as exc:
+        log.warning("judgement cache read failed: %s", exc)
+        return None
     return hit if isinstance(hit, dict) and {"summary", "stance"} <= hit.keys() else None
 
 
@@ -89,14 +98,15 @@ def _cache_put(ctx: RunContext, claim_text: str, arxiv_id: str, value: dict[str,
     if cache is not None:
         try:
             cache.put(claim_text, arxiv_id, ctx.model_name, value)
-        except (OSError, TypeError, ValueError) as exc:
+        except _CACHE_ERRORS as exc:
             log.warning("judgement cache write failed: %s", exc)
 
 
-def _judgement_cache(ctx: RunContext) -> Any | None:
+def _judgement_cache(ctx: RunContext) -> JudgementCache | None:
     try:
-        from agent.judgement_cache import JudgementCache
-    except ImportError:
+        return JudgementCache(ctx.settings.data_dir)
+    except _CACHE_ERRORS as exc:
+        log.warning("judgement cache unavailable: %s", exc)
         return None
     try:
         return JudgementCache(ctx.settings.data_dir)
