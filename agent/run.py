@@ -20,9 +20,11 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agent.errors import EXIT_DEGRADED, EXIT_OK, BadInputError
+from agent.changes import diff_reports, render_changes_md
+from agent.errors import EXIT_DEGRADED, EXIT_OK, BadInputError, RetestError
 from agent.fsutil import atomic_write_json, atomic_write_text
 from agent.graph import build_graph
+from agent.history import ReportHistory
 from agent.lock import RunLock
 from agent.nodes.context import ProgressEvent, ReportOptions, RunContext
 from agent.parse import parse_prompt
@@ -114,10 +116,8 @@ def _write_outputs(report: dict[str, Any], settings: Settings, out_dir: Path,
     if changes_md is not None:
         atomic_write_text(out_dir / "changes.md", changes_md)
     try:
-        from agent.history import ReportHistory
-
         ReportHistory(settings.data_dir).record(report, markdown, out_dir)
-    except (ImportError, OSError) as exc:
+    except (OSError, RetestError) as exc:
         log.warning("report history not recorded: %s", exc)
     degraded = list(report["degraded"])
     ctx.emit("done", f"wrote {out_dir}" + (" (degraded)" if degraded else ""), 1, 1)
@@ -128,11 +128,6 @@ def _write_outputs(report: dict[str, Any], settings: Settings, out_dir: Path,
 
 def _changes(report: dict[str, Any], settings: Settings) -> str | None:
     """Attach a ``changes`` block and return changes.md when an earlier report exists."""
-    try:
-        from agent.changes import diff_reports, render_changes_md
-        from agent.history import ReportHistory
-    except ImportError:
-        return None
     previous = ReportHistory(settings.data_dir).previous(report["prompt_sha256"])
     if previous is None:
         return None

@@ -167,7 +167,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def _nested_env_for(section: str) -> dict[str, Any]:
-    """Nested env values (``RETEST_LLM__MODEL``) for one section, so flat aliases never beat them."""
+    """Nested env values (``RETEST_LLM__MODEL``) of one section; flat aliases never beat them."""
     prefix = f"RETEST_{section.upper()}__"
     return {k[len(prefix) :].lower(): v for k, v in os.environ.items() if k.startswith(prefix)}
 

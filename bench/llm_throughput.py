@@ -51,8 +51,10 @@ def main() -> None:
     seq_rate = sequential_tokens / sequential_s
     con_rate = concurrent_tokens / concurrent_s
     print(f"model: {llm.model} at {llm.base_url}")
-    print(f"one at a time: {sequential_tokens} tokens in {sequential_s:.1f} s = {seq_rate:.1f} tok/s")
-    print(f"concurrent:    {concurrent_tokens} tokens in {concurrent_s:.1f} s = {con_rate:.1f} tok/s")
+    print(f"one at a time: {sequential_tokens} tokens in {sequential_s:.1f} s "
+          f"= {seq_rate:.1f} tok/s")
+    print(f"concurrent:    {concurrent_tokens} tokens in {concurrent_s:.1f} s "
+          f"= {con_rate:.1f} tok/s")
     print(f"ratio concurrent/sequential: {con_rate / seq_rate:.2f}x")
 
 

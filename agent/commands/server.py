@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
 import typer
 
@@ -13,9 +14,9 @@ from tools.vllm_server import EmbeddedServer
 
 
 def serve_llm(
-    detach: bool = typer.Option(False, "--detach", help="Start in the background and return."),
-    stop: bool = typer.Option(False, "--stop", help="Stop the running embedded server."),
-    model: str = typer.Option(None, "--model", help="Packaged model key (default from settings)."),
+    detach: Annotated[bool, typer.Option("--detach", help="Start in the background.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the running server.")] = False,
+    model: Annotated[str | None, typer.Option("--model", help="Packaged model key.")] = None,
 ) -> None:
     """Start (or stop) the embedded vLLM server; the last line printed is its OpenAI base URL."""
     if detach and stop:
@@ -41,7 +42,8 @@ def serve_llm(
 
 
 def prepare_models(
-    model: list[str] = typer.Option(None, "--model", help="Only these keys (default: all)."),
+    model: Annotated[list[str] | None,
+                     typer.Option("--model", help="Only these keys (default: all).")] = None,
 ) -> None:
     """Convert the packaged GGUF models once into safetensors folders vLLM can serve."""
     settings = settings_from_flags()

@@ -17,6 +17,7 @@ from agent.nodes.context import RunContext
 from agent.nodes.search import _open_store, to_record
 from agent.settings import Settings
 from agent.state import AgentState, Anchor, AnchorResult
+from tools.resolve import resolve_paper
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +62,12 @@ def _resolve_one(settings: Settings, store: Any, anchor: Anchor, retrieved: dict
         record = retrieved[anchor["arxiv_id"]]
         return _result(anchor, "verified", record), record, ""
     try:
-        from tools.resolve import resolve_paper
-    except ImportError:
-        resolve_paper = None
-    if resolve_paper is not None:
-        try:
-            res = resolve_paper(anchor["raw"], settings, store=store)
-        except RetestError as exc:
-            log.warning("resolving %s failed: %s", anchor["raw"], exc)
-            return _result(anchor, "unverifiable", None), None, f"anchor lookup failed: {exc}"
-        status = _STATUS_FROM_RESOLVE.get(str(res.status), "unverifiable")
-        record = to_record(res.paper) if res.paper is not None and status == "verified" else None
-        if status == "verified" and record is None:
-            status = "unverifiable"  # never verified without a record to back it
-        return _result(anchor, status, record), record, ""
-    # Without the resolver only local records count; offline absence proves nothing.
-    return _result(anchor, "unverifiable", None), None, ""
+        res = resolve_paper(anchor["raw"], settings, store=store)
+    except RetestError as exc:
+        log.warning("resolving %s failed: %s", anchor["raw"], exc)
+        return _result(anchor, "unverifiable", None), None, f"anchor lookup failed: {exc}"
+    status = _STATUS_FROM_RESOLVE.get(str(res.status), "unverifiable")
+    record = to_record(res.paper) if res.paper is not None and status == "verified" else None
+    if status == "verified" and record is None:
+        status = "unverifiable"  # never verified without a record to back it
+    return _result(anchor, status, record), record, ""

@@ -26,6 +26,7 @@ from agent.nodes.context import RunContext
 from agent.nodes.search import keywords
 from agent.prompts import retest_choice_messages
 from agent.state import AgentState, Claim, Retest, RetestPlan
+from evals.pipeline import run_spec
 
 log = logging.getLogger(__name__)
 
@@ -149,13 +150,8 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         recipe = recipes[plan["spec"]]  # type: ignore[index]
         ctx.emit("retest", f"{plan['claim_id']}: running {recipe.name}", i, len(queue))
         try:
-            from evals.pipeline import run_spec
-
             summary = run_spec(recipe.path, ctx.out_dir / "retests" / plan["claim_id"],
                                ctx.settings, limit=ctx.options.retest_items, progress=False)
-        except ImportError:
-            degraded.append("re-tests unavailable in this build (evals.pipeline missing)")
-            break
         except RetestError as exc:
             degraded.append(f"re-test {recipe.name} failed: {exc}")
             updated[plan["claim_id"]] = RetestPlan(**{**plan, "status": f"failed: {exc}"})

@@ -11,11 +11,8 @@ Papers are deduplicated by id; the rank is keyword overlap plus store similarity
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import re
-from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,7 +25,10 @@ from agent.errors import RetestError
 from agent.nodes.context import RunContext
 from agent.prompts import query_plan_messages
 from agent.state import AgentState, Claim, PaperRecord, PlanTask
+from tools.arxiv_source import ArxivSource, ArxivUnavailable
+from tools.corpus import iter_corpus
 from tools.paper import Paper
+from tools.paper_store import PaperStore
 
 log = logging.getLogger(__name__)
 
@@ -111,31 +111,6 @@ def plan_claim(task: PlanTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     return {"queries": {claim["id"]: queries}, "degraded": degraded}
 
 
-def _iter_corpus(path: Path) -> Iterator[Paper]:
-    """Stream a corpus file through the project's reader (``tools.corpus`` once it exists)."""
-    try:
-        from tools.corpus import iter_corpus
-    except ImportError:  # the store engineer's reader has not landed: read the shared JSONL
-        yield from _iter_jsonl(path)
-        return
-    yield from iter_corpus(path)
-
-
-def _iter_jsonl(path: Path) -> Iterator[Paper]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:  # type: ignore[operator]
-        for line in handle:
-            if not line.strip():
-                continue
-            raw = json.loads(line)
-            published = raw.get("listing_date") or raw.get("update_date")
-            yield Paper(arxiv_id=raw["id"], title=raw.get("title", ""),
-                        authors=raw.get("authors") or [], abstract=raw.get("abstract", ""),
-                        categories=raw.get("categories") or [],
-                        published=date.fromisoformat(published[:10]) if published else None,
-                        comment=raw.get("comment"), source=f"corpus:{path.name}")
-
-
 def _after(claim: Claim) -> date | None:
     return date.fromisoformat(claim["date_to"]) + timedelta(days=1) if claim["date_to"] else None
 
@@ -150,7 +125,7 @@ def _scan_corpus(path: Path, claims: list[Claim], queries: dict[str, list[str]],
     bounds = {c["id"]: _after(c) for c in claims}
     best: dict[str, list[tuple[float, Paper]]] = {c["id"]: [] for c in claims}
     anchors: dict[str, Paper] = {}
-    for paper in tqdm(_iter_corpus(path), desc="scan corpus", unit=" papers", leave=False,
+    for paper in tqdm(iter_corpus(path), desc="scan corpus", unit=" papers", leave=False,
                       mininterval=2.0):
         if paper.arxiv_id in anchor_ids:
             anchors[paper.arxiv_id] = paper
@@ -175,11 +150,7 @@ def _scan_corpus(path: Path, claims: list[Claim], queries: dict[str, list[str]],
     return best, anchors
 
 
-def _open_store(ctx: RunContext) -> Any | None:
-    try:
-        from tools.paper_store import PaperStore
-    except ImportError:
-        return None
+def _open_store(ctx: RunContext) -> PaperStore | None:
     try:
         return PaperStore(ctx.settings)
     except RetestError as exc:
@@ -243,10 +214,6 @@ def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
 def _search_arxiv(ctx: RunContext, claims: list[Claim], queries: dict[str, list[str]],
                   add: Any) -> list[str]:
     """Search live arXiv after each claim's date; return degradation notes."""
-    try:
-        from tools.arxiv_source import ArxivSource, ArxivUnavailable
-    except ImportError:
-        return ["live arXiv search unavailable in this build (tools.arxiv_source missing)"]
     try:
         source = ArxivSource(ctx.settings)  # its cache lives in the data directory
     except (OSError, RetestError) as exc:
