@@ -19,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agent.errors import BadInputError
 from evals.finetune import FinetuneParams
-from evals.spec import SPECS_DIR, DatasetSpec, GenerationSpec, resolve_data_path
+from evals.spec import (
+    SPECS_DIR,
+    DatasetSpec,
+    GenerationSpec,
+    attach_data_paths,
+    validation_one_line,
+)
 
 RECIPE_KINDS = ("dose_response", "sft_vs_dpo", "self_verification")
 
@@ -134,27 +140,12 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
     try:
         spec = RecipeSpec.model_validate(data)
     except ValidationError as exc:
-        raise BadInputError(f"spec {source}: {_one_line(exc)}") from None
+        raise BadInputError(f"spec {source}: {validation_one_line(exc)}") from None
     loaded = LoadedRecipe(spec=spec, source=source.resolve(),
                           sha256=hashlib.sha256(raw).hexdigest())
     spec_dir = source.resolve().parent
-    if spec.dataset.path is not None:
-        loaded.data_path = resolve_data_path(spec.dataset.path, spec_dir)
-    else:
-        loaded.train_path = resolve_data_path(str(spec.dataset.train_path), spec_dir)
-        loaded.test_path = resolve_data_path(str(spec.dataset.test_path), spec_dir)
+    attach_data_paths(loaded, spec.dataset, spec_dir)
     return loaded
-
-
-def _one_line(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "spec"
-    if first["type"] == "extra_forbidden":
-        return f"unknown key '{where}'"
-    if first["type"] == "missing":
-        return f"missing key '{where}'"
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return f"invalid '{where}': {message}"
 
 
 def recipe_index_entry(path: Path) -> dict[str, Any]:

@@ -209,20 +209,26 @@ def load_spec(path: str | Path) -> LoadedSpec:
     try:
         spec = EvalSpec.model_validate(data)
     except ValidationError as exc:
-        raise BadInputError(f"spec {source}: {_one_line(exc)}") from None
+        raise BadInputError(f"spec {source}: {validation_one_line(exc)}") from None
     spec_dir = source.resolve().parent
     ds = spec.dataset
     loaded = LoadedSpec(spec=spec, source=source.resolve(),
                         sha256=hashlib.sha256(raw_bytes).hexdigest())
-    if ds.path is not None:
-        loaded.data_path = resolve_data_path(ds.path, spec_dir)
-    else:
-        loaded.train_path = resolve_data_path(str(ds.train_path), spec_dir)
-        loaded.test_path = resolve_data_path(str(ds.test_path), spec_dir)
+    attach_data_paths(loaded, ds, spec_dir)
     return loaded
 
 
-def _one_line(exc: ValidationError) -> str:
+def attach_data_paths(loaded: Any, dataset: DatasetSpec, spec_dir: Path) -> None:
+    """Resolve the dataset's file(s) relative to the spec and set them on ``loaded``."""
+    if dataset.path is not None:
+        loaded.data_path = resolve_data_path(dataset.path, spec_dir)
+    else:
+        loaded.train_path = resolve_data_path(str(dataset.train_path), spec_dir)
+        loaded.test_path = resolve_data_path(str(dataset.test_path), spec_dir)
+
+
+def validation_one_line(exc: ValidationError) -> str:
+    """Turn a spec validation error into one line naming the key."""
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "spec"
     if first["type"] == "extra_forbidden":
