@@ -227,3 +227,16 @@ def test_tiny_retest_runs_and_decides_claim_one(isolated_env, small_corpus, seed
     assert all(c["retest"] is None and c["retest_note"] for c in outcome.report["claims"][1:])
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"Re-test `{c1['retest']['spec']}`" in md
+
+    # A second report of the same prompt reuses the unchanged evaluation: the runner finds every
+    # (item, model, variant) already in the data directory's results and appends nothing.
+    results = list((isolated_env / "evals").glob("*/results.jsonl"))
+    assert len(results) == 1
+    before = results[0].read_bytes()
+    again = run_report(seed_prompt.read_text(), _settings(small_corpus), tmp_path / "out2",
+                       llm_factory=lambda: fake,
+                       options=ReportOptions(papers_per_claim=2, retest_limit=1, retest_items=5))
+    assert results[0].read_bytes() == before
+    assert again.report["claims"][0]["retest"]["summary"]["supports_claim"] == \
+        c1["retest"]["summary"]["supports_claim"]
+    assert (tmp_path / "out2" / "retests" / "C1" / "summary.json").is_file()

@@ -13,7 +13,9 @@ since each run costs minutes on 2 CPUs. A claim no recipe fits says what a re-te
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import shutil
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -150,8 +152,10 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         recipe = recipes[plan["spec"]]  # type: ignore[index]
         ctx.emit("retest", f"{plan['claim_id']}: running {recipe.name}", i, len(queue))
         try:
-            summary = run_spec(recipe.path, ctx.out_dir / "retests" / plan["claim_id"],
-                               ctx.settings, limit=ctx.options.retest_items, progress=False)
+            work_dir = _eval_work_dir(ctx, recipe.path)
+            summary = run_spec(recipe.path, work_dir, ctx.settings,
+                               limit=ctx.options.retest_items, progress=False)
+            _copy_outputs(work_dir, ctx.out_dir / "retests" / plan["claim_id"])
         except RetestError as exc:
             degraded.append(f"re-test {recipe.name} failed: {exc}")
             updated[plan["claim_id"]] = RetestPlan(**{**plan, "status": f"failed: {exc}"})
@@ -163,6 +167,27 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
             supports_claim=supports if isinstance(supports, bool) else None)
         ctx.emit("retest", f"{plan['claim_id']}: {recipe.name} done", i + 1, len(queue))
     return {"retests": retests, "retest_plans": updated, "degraded": degraded}
+
+
+def _eval_work_dir(ctx: RunContext, spec_path: Path) -> Path:
+    """Where an evaluation runs: one folder per (spec content, item count) in the data directory.
+
+    The runner skips every (item, model, variant) already in that folder's results.jsonl, so a
+    later report that picks the same unchanged spec makes no model call for finished items
+    (issue 7: reuse an evaluation whose spec, models and data are unchanged) and a killed one
+    resumes.
+    """
+    digest = hashlib.sha256(spec_path.read_bytes()).hexdigest()[:16]
+    name = f"{spec_path.stem}-{digest}-n{ctx.options.retest_items}"
+    return ctx.settings.data_dir / "evals" / name
+
+
+def _copy_outputs(work_dir: Path, report_dir: Path) -> None:
+    """Copy an evaluation's outputs beside the report, so the report folder stands alone."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for path in work_dir.iterdir():
+        if path.is_file() and path.suffix in {".json", ".jsonl", ".md", ".png"}:
+            shutil.copy2(path, report_dir / path.name)
 
 
 def _jsonable(value: Any) -> Any:
