@@ -22,12 +22,16 @@ from pydantic import BaseModel, Field
 from tqdm import tqdm
 
 from agent.errors import RetestError
+from agent.history import ReportHistory
+from agent.judgement_cache import incremental_since
 from agent.nodes.context import RunContext
 from agent.prompts import query_plan_messages
+from agent.report import prompt_sha256
 from agent.state import AgentState, Claim, PaperRecord, PlanTask
 from tools.arxiv_source import ArxivSource, ArxivUnavailable
 from tools.corpus import iter_corpus
 from tools.paper import Paper
+from tools.paper_cache import PaperCache
 from tools.paper_store import PaperStore
 
 log = logging.getLogger(__name__)
@@ -198,7 +202,7 @@ def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
                     add(claim["id"], paper, 0.5 * kw + 0.5 * float(similarity))
             ctx.emit("retrieve", f"{claim['id']}: searched the paper store", i + 1, len(claims))
     if not ctx.settings.offline:
-        degraded += _search_arxiv(ctx, claims, queries, add)
+        degraded += _search_arxiv(ctx, claims, queries, add, state["prompt_text"])
     candidates = {cid: [[pid, round(score, 4)] for pid, score in
                         sorted(rows.items(), key=lambda kv: (-kv[1], kv[0]))[
                             :opts.papers_per_claim]]
@@ -211,19 +215,55 @@ def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             "candidates": candidates, "degraded": degraded}
 
 
-def _search_arxiv(ctx: RunContext, claims: list[Claim], queries: dict[str, list[str]],
-                  add: Any) -> list[str]:
-    """Search live arXiv after each claim's date; return degradation notes."""
+def _previous_live_run(ctx: RunContext, prompt_text: str) -> tuple[date | None,
+                                                                   dict[str, list[str]]]:
+    """Return (date to ask arXiv from, ids each claim kept) from this prompt's last live run.
+
+    A re-run asks arXiv only for papers newer than the last run (minus an overlap window, see
+    ``incremental_since``) and carries the papers it kept then forward from the paper cache.
+    (None, {}) on a first run, for a local corpus, or when the history cannot be read.
+    """
+    history = ReportHistory(ctx.settings.data_dir)
+    sha = prompt_sha256(prompt_text)
     try:
-        source = ArxivSource(ctx.settings)  # its cache lives in the data directory
+        since = incremental_since(history, sha, corpus=ctx.settings.corpus)
+        previous = history.previous(sha) if since is not None else None
+    except (OSError, ValueError, RetestError) as exc:
+        log.warning("report history unreadable, asking arXiv for everything: %s", exc)
+        return None, {}
+    if previous is None:
+        return None, {}
+    kept = {c["id"]: [e["arxiv_id"] for e in c.get("evidence", [])]
+            for c in previous.get("claims", [])}
+    return since, kept
+
+
+def _search_arxiv(ctx: RunContext, claims: list[Claim], queries: dict[str, list[str]],
+                  add: Any, prompt_text: str) -> list[str]:
+    """Search live arXiv after each claim's date (and after the last run); return notes."""
+    try:
+        cache = PaperCache.from_settings(ctx.settings)
+        source = ArxivSource(ctx.settings, cache)
     except (OSError, RetestError) as exc:
         return [f"arXiv unavailable: {exc}"]
+    last_run, kept_before = _previous_live_run(ctx, prompt_text)
     for claim in claims:
         ctx.check_cancel()
         query = queries.get(claim["id"], [claim["text"]])[0]
+        since = max((d for d in (_after(claim), last_run) if d is not None), default=None)
+        kept = cache.get_papers(kept_before.get(claim["id"], [])).values()
+        limit = ctx.options.papers_per_claim * 2
         try:
-            found = source.search(query, since=_after(claim), until=None, categories=None,
-                                  max_results=ctx.options.papers_per_claim * 2)
+            try:
+                found = list(kept) + source.search(query, since=since, until=None,
+                                                   categories=None, max_results=limit)
+            except ArxivUnavailable:
+                if since == _after(claim):
+                    raise
+                # arXiv is down: the cached answer of the full-range query, when there is one,
+                # is what an earlier run saw, as a non-incremental re-run would have used.
+                found = source.search(query, since=_after(claim), until=None, categories=None,
+                                      max_results=limit)
         except ArxivUnavailable as exc:
             return [f"arXiv unreachable: {exc}"]
         except RetestError as exc:  # e.g. arXiv rejected this query: the others may still work
