@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from atom_http import send_atom
 
 from agent.errors import BadInputError
 from agent.settings import ArxivSettings, load_settings
@@ -65,16 +66,7 @@ class ReplayServer:
                     number = len(replay.requests)
                     replay.requests.append((arrived, params))
                 status, body, headers = replay.answer(number, params)
-                try:
-                    self.send_response(status)
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Type", "application/atom+xml")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
+                send_atom(self, status, body, headers)
 
             def log_message(self, *args: object) -> None:
                 pass

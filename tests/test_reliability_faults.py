@@ -22,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from atom_http import send_atom
 from pydantic import BaseModel
 from report_fakes import FakeLLM
 
@@ -69,16 +70,7 @@ class FaultServer:
             def do_GET(self) -> None:  # noqa: N802
                 server.arrivals.append(time.monotonic())
                 status, body, headers = server._body()
-                try:
-                    self.send_response(status)
-                    for key, value in headers.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Type", "application/atom+xml")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out first
+                send_atom(self, status, body, headers)
 
             def log_message(self, *args: object) -> None:
                 pass
