@@ -304,3 +304,64 @@ def test_merged_model_serves_through_vllm(tiny_run: dict) -> None:
         assert reply.choices[0].message.content.strip()
     finally:
         assert server.stop()
+
+
+def _reply_logprob(model: object, tok: object, prompt: str, reply: str) -> float:
+    """Sum of log-probabilities of ``reply``'s tokens after the chat-formatted ``prompt``."""
+    import torch
+
+    head = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                   add_generation_prompt=True)
+    full = tok.apply_chat_template([{"role": "user", "content": prompt},
+                                    {"role": "assistant", "content": reply}], tokenize=False)
+    n_head = len(tok(head)["input_ids"])
+    ids = tok(full, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(ids).logits.float()
+    logprobs = torch.log_softmax(logits[0, :-1], dim=-1)
+    targets = ids[0, 1:]
+    picked = logprobs[torch.arange(len(targets)), targets]
+    return float(picked[n_head - 1:].sum())
+
+
+def _preference_margin(folder: Path, rows: list[dict]) -> float:
+    """Mean log p(chosen) - log p(rejected) of the model in ``folder`` over DPO rows."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    margins = []
+    for row in rows:
+        prompt = row["prompt"][0]["content"]
+        margins.append(_reply_logprob(model, tok, prompt, row["chosen"][0]["content"])
+                       - _reply_logprob(model, tok, prompt, row["rejected"][0]["content"]))
+    return sum(margins) / len(margins)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_tiny_dpo_run_raises_the_preference_for_chosen_answers(tmp_path: Path) -> None:
+    """A real trl DPO run of a few steps: the manifest says DPO and the chosen-minus-rejected
+    log-probability margin of the trained rows grows against the untuned base model."""
+    from agent.settings import load_settings
+    from evals.finetune import FinetuneParams, finetune, resolve_base_model
+
+    settings = load_settings(data_dir=Path(__file__).resolve().parents[1] / ".retest")
+    items = [Item(f"d{i}", f"What is {i + 3} times 7?", str(7 * (i + 3))) for i in range(6)]
+    own = {"d0": "The answer is 20.", "d1": "The answer is 28."}  # d1's "own" output is right
+    rows, counts = cont.dpo_rows(items, "numeric", seed=0, own_outputs=own)
+    assert counts == {"own_output": 1, "perturbed": 5, "dropped": 0}
+    params = FinetuneParams(method="dpo", max_steps=6, batch_size=2, learning_rate=5e-3,
+                            max_length=64, lora_r=8, target_modules=["q_proj", "v_proj"],
+                            dpo_beta=0.1)
+    result = finetune(rows, params, tmp_path / "dpo", settings=settings,
+                      extra_manifest={"dpo_rejected": counts}, progress=False)
+    manifest = json.loads((tmp_path / "dpo" / "manifest.json").read_text())
+    assert manifest["method"] == "dpo" and manifest["params"]["dpo_beta"] == 0.1
+    assert manifest["dpo_rejected"] == counts and len(manifest["losses"]) == 6
+    assert manifest["data"]["row_ids"] == [r["id"] for r in rows]
+    base = resolve_base_model(settings, "smollm2-135m-instruct")
+    before, after = _preference_margin(base, rows), _preference_margin(result.model_dir, rows)
+    print(f"\nDPO chosen-minus-rejected log-prob margin: base {before:.2f}, trained {after:.2f}")
+    assert after > before + 1.0, (before, after)  # log-prob units: a clear, not a rounding, gain
