@@ -28,6 +28,8 @@ from evals.spec import (
 )
 
 RECIPE_KINDS = ("dose_response", "sft_vs_dpo", "self_verification")
+# The recipes that fine-tune their own models (minutes to hours); self_verification only generates.
+TRAINING_RECIPES = frozenset({"dose_response", "sft_vs_dpo"})
 
 
 class _Strict(BaseModel):

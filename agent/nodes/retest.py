@@ -29,6 +29,7 @@ from agent.nodes.search import keywords
 from agent.prompts import retest_choice_messages
 from agent.state import AgentState, Claim, Retest, RetestPlan
 from evals.pipeline import run_spec
+from evals.recipe_spec import TRAINING_RECIPES
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,12 @@ def load_registry(specs_dir: Path = SPECS_DIR) -> list[Recipe]:
             continue
         kinds = data.get("claim_kinds")
         if isinstance(kinds, list) and kinds:
+            trains = data.get("recipe") in TRAINING_RECIPES
             recipes.append(Recipe(name=path.stem, path=path,
                                   description=str(data.get("description", "")),
                                   claim_kinds=[str(k) for k in kinds],
-                                  finetunes="recipe" in data,
-                                  cost=2 if "recipe" in data else
+                                  finetunes=trains,
+                                  cost=2 if trains else
                                   0 if data.get("scoring") == "mc_loglik" else 1))
     return recipes
 
