@@ -13,19 +13,10 @@ Usage: ``.venv/bin/python bench/app_load.py [--sessions 10] [--papers 200]`` (ne
 from __future__ import annotations
 
 import argparse
-import gzip
-import itertools
-import os
-import statistics
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "data" / "arxiv" / "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz"
-sys.path.insert(0, str(REPO))
+from chat_load import REPO, chat_load, p50_p95
 
 
 def _one_session(question: str) -> dict:
@@ -47,26 +38,11 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--papers", type=int, default=200)
     args = parser.parse_args()
-    if not CORPUS.is_file():
-        sys.exit(f"needs {CORPUS}")
-    tmp = Path(tempfile.mkdtemp(prefix="retest-app-load-"))
-    corpus = tmp / "small.jsonl"
-    with gzip.open(CORPUS, "rt") as src:
-        corpus.write_text("".join(itertools.islice(src, args.papers)))
-    os.environ["RETEST_DATA_DIR"] = str(tmp / "data")
-    os.environ["RETEST_CORPUS"] = str(corpus)
-    from agent.settings import load_settings
-    from tools.corpus import iter_corpus
-    from tools.paper_store import PaperStore
-    from tools.vllm_server import EmbeddedServer
+    with chat_load(args.papers, args.sessions + 1) as load:
+        _run(args, load.questions)
 
-    base_url = EmbeddedServer(load_settings(data_dir=REPO / ".retest")).ensure_running()
-    os.environ["RETEST_LLM_BASE_URL"] = base_url
-    os.environ["RETEST_LLM_MODEL"] = "SmolLM2-135M-Instruct"
-    papers = list(iter_corpus(corpus))
-    PaperStore(load_settings()).upsert(papers, progress=False)
-    questions = [f"What does the paper '{p.title}' propose?" for p in papers[: args.sessions + 1]]
 
+def _run(args: argparse.Namespace, questions: list[str]) -> None:
     baseline = _one_session(questions[-1])["seconds"]
     results: list[dict] = [{} for _ in range(args.sessions)]
 
@@ -94,9 +70,7 @@ def main() -> None:
     ungrounded = sum(1 for r in results for m in r.get("history") or []
                      if m.get("answer") and not {c["arxiv_id"] for c in m["answer"]["cited"]}
                      <= set(m["answer"]["retrieved"]))
-    latencies = sorted(r["seconds"] for r in results if "seconds" in r)
-    p50 = statistics.median(latencies)
-    p95 = latencies[min(len(latencies) - 1, int(round(0.95 * (len(latencies) - 1))))]
+    p50, p95 = p50_p95([r["seconds"] for r in results if "seconds" in r])
     print(f"sessions: {args.sessions} concurrent, wall {wall:.1f} s")
     print(f"errors: {len(errors)}  cross-session leaks: {leaks}  "
           f"ungrounded citations: {ungrounded}")
