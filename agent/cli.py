@@ -1,8 +1,8 @@
 """The ``retest`` console script: one typer app; each command group lives in ``agent.commands``.
 
 Errors derived from :class:`agent.errors.RetestError` become one line on stderr and the
-contract's exit code (2 bad input, 3 degraded, 4 locked); nothing reaches the user as a traceback
-unless ``RETEST_DEBUG=1``.
+contract's exit code (2 bad input, 3 degraded, 4 locked, 5 disk full or read-only); nothing
+reaches the user as a traceback unless ``RETEST_DEBUG=1``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb's telemetry
 import typer  # noqa: E402
 
 from agent.errors import EXIT_FAILURE, RetestError  # noqa: E402
+from agent.fsutil import as_write_error  # noqa: E402
 
 app = typer.Typer(
     name="retest",
@@ -74,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         if _is_click_usage_error(exc):
             exc.show()  # type: ignore[attr-defined]
             return 2
+        storage = as_write_error(exc)  # a full or read-only disk no command mapped itself
+        if storage is not None:
+            print(f"retest: error: {storage}", file=sys.stderr)
+            return storage.exit_code
         print(f"retest: internal error: {type(exc).__name__}: {exc} (RETEST_DEBUG=1 for details)",
               file=sys.stderr)
         return EXIT_FAILURE

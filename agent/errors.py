@@ -11,6 +11,7 @@ EXIT_FAILURE = 1
 EXIT_BAD_INPUT = 2
 EXIT_DEGRADED = 3
 EXIT_LOCKED = 4
+EXIT_STORAGE = 5  # a file could not be written: disk full, read-only, no permission
 
 
 class RetestError(Exception):

@@ -61,14 +61,18 @@ class JudgementCache:
         self.hits = 0
         self.misses = 0
         self._guard = threading.Lock()
+        db: sqlite3.Connection | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
+            if db is not None:  # a full or read-only disk: do not keep the file open
+                db.close()
             raise WriteError(f"cannot open judgement cache {self.path}: {exc}") from exc
+        self._db = db
 
     def get(self, claim_text: str, arxiv_id: str, model: str,
             variant: str = "") -> dict[str, Any] | None:

@@ -120,7 +120,14 @@ class RunLock:
                 os.close(fd)
                 continue
             self._note_takeover()
-            self._write_holder(fd)
+            try:
+                self._write_holder(fd)
+            except OSError as exc:  # a full or read-only disk: no run could write anything
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                raise WriteError(f"cannot write lock file {self.path}: {exc.strerror}") from exc
             return fd
         raise LockedError(f"lock {self.path} keeps changing hands; try again")
 

@@ -22,7 +22,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.changes import diff_reports, render_changes_md
 from agent.errors import EXIT_DEGRADED, EXIT_OK, BadInputError, RetestError
-from agent.fsutil import atomic_write_json, atomic_write_text
+from agent.fsutil import atomic_write_files, json_text, storage_errors
 from agent.graph import build_graph
 from agent.history import ReportHistory
 from agent.lock import RunLock
@@ -57,7 +57,7 @@ def checkpoint_exists(settings: Settings, run_id: str) -> bool:
     path = Path(settings.data_dir) / CHECKPOINT_FILE
     if not path.is_file():
         return False
-    with SqliteSaver.from_conn_string(str(path)) as saver:
+    with storage_errors(path), SqliteSaver.from_conn_string(str(path)) as saver:
         return saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
 
 
@@ -69,19 +69,21 @@ def run_report(prompt_text: str, settings: Settings, out_dir: Path, *, run_id: s
 
     Raise BadInputError for an empty or claim-less prompt, or when resuming a run of another
     prompt; LockedError when another run holds the data directory; CancelledError when
-    ``cancel`` is set (the checkpoint keeps what finished).
+    ``cancel`` is set (the checkpoint keeps what finished); WriteError (exit 5) naming the path
+    when the data directory or ``out_dir`` is full or read-only (resume once there is room).
     """
     parse_prompt(prompt_text)  # fail fast, before any server starts, on an empty prompt
     run_id = run_id or new_run_id()
     out_dir = Path(out_dir)
     data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     ctx = RunContext(settings=settings, out_dir=out_dir, run_id=run_id,
                      options=options or ReportOptions(), on_event=on_event, cancel=cancel,
                      llm_factory=llm_factory)
     config: dict[str, Any] = {"configurable": {"thread_id": run_id}, "max_concurrency": 8,
                               "recursion_limit": 200}
-    with RunLock(data_dir):
+    # A full or read-only data directory (checkpoints, caches) becomes one line naming it; the
+    # lock creates the directory.
+    with storage_errors(data_dir), RunLock(data_dir):
         conn = sqlite3.connect(data_dir / CHECKPOINT_FILE, check_same_thread=False, timeout=30)
         try:
             graph = build_graph(SqliteSaver(conn))
@@ -110,11 +112,14 @@ def _write_outputs(report: dict[str, Any], settings: Settings, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     changes_md = _changes(report, settings)
     markdown = render_markdown(report)
-    atomic_write_json(out_dir / "report.json", report)
-    atomic_write_text(out_dir / "report.md", markdown)
-    atomic_write_text(out_dir / "references.bib", render_bibtex(report))
+    files: dict[Path, bytes | str] = {
+        out_dir / "report.json": json_text(report),
+        out_dir / "report.md": markdown,
+        out_dir / "references.bib": render_bibtex(report)}
     if changes_md is not None:
-        atomic_write_text(out_dir / "changes.md", changes_md)
+        files[out_dir / "changes.md"] = changes_md
+    # All or none: a full disk must not leave this run's report.json beside an older report.md.
+    atomic_write_files(files)
     try:
         ReportHistory(settings.data_dir).record(report, markdown, out_dir)
     except (OSError, RetestError) as exc:
