@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from agent.fsutil import atomic_write_bytes, atomic_write_text
 
 RULE = ("supports_claim is true when the 95% CI of the memorization gap lies above 0, false when "
         "it lies below 0 or inside +-5 points with power to see a 10-point gap, else null "
@@ -23,12 +24,8 @@ def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    # Write beside the target and rename, so a reader never sees half a summary.
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, encoding="utf-8",
-                                     suffix=".tmp") as handle:
-        handle.write(text)
-        tmp = Path(handle.name)
-    os.replace(tmp, path)
+    # A reader never sees half a summary, and a full disk leaves no temporary file behind.
+    atomic_write_text(path, text)
 
 
 def _pct(value: float | None) -> str:
@@ -109,5 +106,7 @@ def plot_accuracy(summary: dict[str, Any], path: Path) -> None:
     ax.set_title(summary["spec"]["description"][:60])
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
+    image = io.BytesIO()
+    fig.savefig(image, format="png")
     plt.close(fig)
+    atomic_write_bytes(path, image.getvalue())  # never a half-drawn PNG on a full disk

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import BadInputError, LockedError
+from agent.fsutil import atomic_write_text, storage_errors
 from agent.settings import Settings
 from evals import stats
 from evals.datasets import load_dataset, seeded_split
@@ -196,8 +197,9 @@ def _check_same_spec(out_dir: Path, loaded: LoadedSpec) -> None:
         if previous and previous != fingerprint:
             raise BadInputError(f"{out_dir} holds results of a different spec (dataset, models, "
                                 f"scoring or generation differ); pass another --out")
-    marker.write_text(json.dumps({"results_fingerprint": fingerprint,
-                                  "spec": str(loaded.source)}))
+    # Atomic: a run.json torn by a full disk would make every later run of the folder fail.
+    atomic_write_text(marker, json.dumps({"results_fingerprint": fingerprint,
+                                          "spec": str(loaded.source)}))
 
 
 def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settings, *,
@@ -220,7 +222,8 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
     per_split = min(spec.sample.per_split, limit) if limit else spec.sample.per_split
     out = Path(out_dir) if out_dir else settings.data_dir / "evals" / loaded.source.stem
     timed = Stages()
-    with _run_lock(out):
+    # A full or read-only output folder is one line naming the file (results.jsonl, run.json).
+    with storage_errors(out), _run_lock(out):
         _check_same_spec(out, loaded)
         with timed("load"):
             train, test = load_items(loaded)

@@ -14,6 +14,7 @@ dead embedded server is restarted through ``EmbeddedServer.ensure_running``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from openai import OpenAI
 from tqdm import tqdm
 
 from agent.errors import ServiceError
+from agent.fsutil import WriteError
 from evals import scoring
 from evals.items import Item
 
@@ -283,22 +285,39 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 
 
 class ResultWriter:
-    """Append result lines durably: one write, flush and fsync per line."""
+    """Append result lines durably: one write and fsync per line, never a partial line.
+
+    A write the disk cannot take (full, read-only) is cut back to the end of the last whole
+    line and raises WriteError naming the file, so a rerun after freeing space resumes from
+    intact lines.
+    """
 
     def __init__(self, path: Path) -> None:
         """Open ``path`` for appending (creating its folder)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = path.open("a", encoding="utf-8")
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WriteError(f"cannot write {path}: {exc.strerror}") from exc
 
     def write(self, record: dict[str, Any]) -> None:
         """Append ``record`` as one line and make it durable before returning."""
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        line = memoryview((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            while line:  # unbuffered: a short write is retried, its error seen here
+                line = line[os.write(self._fd, line):]
+            os.fsync(self._fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)
+            raise WriteError(f"cannot write {self.path}: {exc.strerror}; the lines before it "
+                             f"are kept, rerun to resume") from exc
 
     def close(self) -> None:
         """Close the file."""
-        self._handle.close()
+        os.close(self._fd)
 
 
 def run_task(task: Task, sampler: Sampler, method: str) -> dict[str, Any]:
@@ -389,7 +408,12 @@ def _run_one_model(pending: Sequence[Task], sampler: Sampler, method: str,
                 stats.errors.append(f"{task.item_id}/{task.variant}: {exc}")
                 log.error("%s on %s/%s: %s", sampler.name, task.item_id, task.variant, exc)
             else:
-                writer.write(record)  # only the main thread writes: lines never interleave
+                try:
+                    writer.write(record)  # only the main thread writes: lines never interleave
+                except WriteError:
+                    # Nothing more can be kept: do not spend the model on the requests queued.
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
                 stats.completed += 1
             bar.update(1)
     bar.close()
