@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tmpfs import mounted_tmpfs
 
 from agent.errors import EXIT_LOCKED, LockedError
 from agent.fsutil import WriteError, atomic_write_json, atomic_write_text
@@ -131,18 +132,20 @@ def test_atomic_write_json_round_trips(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == {"x": 1, "when": str(tmp_path)}
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
 def test_write_into_read_only_dir_names_the_path(tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    (ro / "report.json").write_text("old")
-    ro.chmod(0o555)
-    try:
-        with pytest.raises(WriteError, match=str(ro / "report.json")):
-            atomic_write_text(ro / "report.json", "new")
-        assert (ro / "report.json").read_text() == "old"
-    finally:
-        ro.chmod(0o755)
+    # A read-only mount, not chmod: root (CI) ignores directory permissions.
+    with mounted_tmpfs(tmp_path / "ro") as fs:
+        (fs.path / "report.json").write_text("old")
+        fs.read_only()
+        try:
+            with pytest.raises(WriteError, match=f"{fs.path / 'report.json'}: Read-only file"):
+                atomic_write_text(fs.path / "report.json", "new")
+            with pytest.raises(WriteError, match=f"lock .*{fs.path}.*Read-only file system"):
+                RunLock(fs.path).acquire()
+            assert (fs.path / "report.json").read_text() == "old"
+            assert sorted(p.name for p in fs.path.iterdir()) == ["report.json"]
+        finally:
+            fs.read_write()
 
 
 def test_write_below_a_file_names_the_path(tmp_path: Path) -> None:

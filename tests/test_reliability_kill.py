@@ -20,20 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from report_harness import FAKE_CLI, cli_env, report_args, stable_md, stable_report
 
 REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-CORPUS = TESTS / "hostile" / "poisoned.jsonl"
-PROMPT = TESTS / "hostile" / "prompt.txt"
 KILL_POINTS = int(os.environ.get("RETEST_KILL_POINTS", "2"))
 # The report's first checkpoint (its input) is written as the graph starts, before the parse node
 # reports (the third progress line); a run killed earlier has nothing to resume and `--resume`
 # says so (exit 2): the user reruns it instead.
 FIRST_RESUMABLE_LINE = 3
-_FAKE_CLI = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from report_fakes import FakeLLM; "
-             "import tools.llm; tools.llm.make_llm = lambda *a, **k: FakeLLM(); "
-             "from agent.cli import main; sys.exit(main(sys.argv[1:]))")
-_VOLATILE_REPORT = {"generated_at", "usage", "run_id"}
 _VOLATILE_RESULT = {"latency_s", "finished_at", "attempts", "prompt_tokens",
                     "completion_tokens", "option_logprobs"}
 
@@ -46,25 +40,13 @@ def _points(total: int, first: int = 1) -> list[int]:
     return sorted({first + round(i * (total - 1 - first) / max(n - 1, 1)) for i in range(n)})
 
 
-def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETEST_")
-           or k in ("RETEST_LLM_BASE_URL", "RETEST_LLM_MODEL")}
-    env["RETEST_DATA_DIR"] = str(data_dir)
-    return env
-
-
 # ---------------------------------------------------------------- report
-
-def _report_args(out: Path) -> list[str]:
-    return ["report", str(PROMPT), "--offline", "--corpus", str(CORPUS), "--out", str(out),
-            "--papers-per-claim", "3", "--retest-limit", "0"]
-
 
 def _run_report(data_dir: Path, out: Path, extra: list[str] | None = None,
                 kill_after_lines: int | None = None) -> tuple[int | None, list[str]]:
     """Run the CLI (fake judge); SIGKILL it after N stderr lines. Return (exit code, lines)."""
-    proc = subprocess.Popen([sys.executable, "-c", _FAKE_CLI, *_report_args(out), *(extra or [])],
-                            cwd=REPO, env=_env(data_dir), stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_CLI, *report_args(out), *(extra or [])],
+                            cwd=REPO, env=cli_env(data_dir), stderr=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, text=True)
     lines: list[str] = []
     assert proc.stderr is not None
@@ -78,15 +60,11 @@ def _run_report(data_dir: Path, out: Path, extra: list[str] | None = None,
     return proc.wait(timeout=600), lines
 
 
-def _stable(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if k not in _VOLATILE_REPORT}
-
-
 @pytest.mark.slow
 def test_report_killed_and_resumed_matches_uninterrupted(tmp_path: Path) -> None:
     code, lines = _run_report(tmp_path / "base-data", tmp_path / "base")
     assert code == 0, lines
-    baseline = _stable(json.loads((tmp_path / "base" / "report.json").read_text()))
+    baseline = stable_report(json.loads((tmp_path / "base" / "report.json").read_text()))
     baseline_md = (tmp_path / "base" / "report.md").read_text()
     identical = 0
     points = _points(len(lines), FIRST_RESUMABLE_LINE)
@@ -99,17 +77,12 @@ def test_report_killed_and_resumed_matches_uninterrupted(tmp_path: Path) -> None
         assert code == 0, (point, seen)
         report = json.loads((out / "report.json").read_text())
         assert report["run_id"] == run_id
-        assert _stable(report) == baseline, f"resume after line {point} differs"
+        assert stable_report(report) == baseline, f"resume after line {point} differs"
         md = (out / "report.md").read_text()
-        assert _strip_md(md) == _strip_md(baseline_md)
+        assert stable_md(md) == stable_md(baseline_md)
         identical += 1
     print(f"\nreport: {len(points)} kill points {points} of {len(lines)} lines, "
           f"{identical} identical resumes")
-
-
-def _strip_md(md: str) -> list[str]:
-    return [ln for ln in md.splitlines()
-            if not ln.startswith(("- generated:", "- run id:", "- LLM calls:"))]
 
 
 # ---------------------------------------------------------------- eval
@@ -151,7 +124,7 @@ def _run_eval(spec: Path, out: Path, data: Path,
     """Run ``retest eval``; SIGKILL it once results.jsonl has N lines. Return the exit code."""
     results = out / "results.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "agent.cli", "eval", str(spec), "--out",
-                             str(out), "--quiet"], cwd=REPO, env=_env(data),
+                             str(out), "--quiet"], cwd=REPO, env=cli_env(data),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
