@@ -12,12 +12,14 @@ trains once.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import platform
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -229,7 +231,13 @@ def _train(rows: list[dict[str, Any]], params: FinetuneParams, base_folder: Path
         trainer = DPOTrainer(model=model, args=DPOConfig(beta=params.dpo_beta, **common),
                              train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config)
-    output = trainer.train()
+    if not progress:  # quiet means quiet: the losses go to the manifest, not the terminal
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    # Trainers print their log dicts to stdout; stdout belongs to results (`retest eval --json`).
+    with contextlib.redirect_stdout(sys.stderr):
+        output = trainer.train()
     train_s = float(output.metrics.get("train_runtime", 0.0))
     losses = [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]
     n_tokens = _tokens_seen(trainer, rows, tokenizer, params)

@@ -341,9 +341,11 @@ def _preference_margin(folder: Path, rows: list[dict]) -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_tiny_dpo_run_raises_the_preference_for_chosen_answers(tmp_path: Path) -> None:
+def test_tiny_dpo_run_raises_the_preference_for_chosen_answers(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     """A real trl DPO run of a few steps: the manifest says DPO and the chosen-minus-rejected
-    log-probability margin of the trained rows grows against the untuned base model."""
+    log-probability margin of the trained rows grows against the untuned base model. Training
+    prints nothing on stdout (it carries `retest eval --json`)."""
     from agent.settings import load_settings
     from evals.finetune import FinetuneParams, finetune, resolve_base_model
 
@@ -357,11 +359,13 @@ def test_tiny_dpo_run_raises_the_preference_for_chosen_answers(tmp_path: Path) -
                             dpo_beta=0.1)
     result = finetune(rows, params, tmp_path / "dpo", settings=settings,
                       extra_manifest={"dpo_rejected": counts}, progress=False)
+    assert capfd.readouterr().out == ""
     manifest = json.loads((tmp_path / "dpo" / "manifest.json").read_text())
     assert manifest["method"] == "dpo" and manifest["params"]["dpo_beta"] == 0.1
     assert manifest["dpo_rejected"] == counts and len(manifest["losses"]) == 6
     assert manifest["data"]["row_ids"] == [r["id"] for r in rows]
     base = resolve_base_model(settings, "smollm2-135m-instruct")
     before, after = _preference_margin(base, rows), _preference_margin(result.model_dir, rows)
-    print(f"\nDPO chosen-minus-rejected log-prob margin: base {before:.2f}, trained {after:.2f}")
+    print(f"\nDPO chosen-minus-rejected log-prob margin: base {before:.2f}, trained {after:.2f}; "
+          f"{manifest['train_tokens_per_s']} training tokens/s")
     assert after > before + 1.0, (before, after)  # log-prob units: a clear, not a rounding, gain
