@@ -59,9 +59,12 @@ class ContaminationSpec(_Strict):
 
 
 class DPOData(_Strict):
-    """Where DPO's rejected replies come from."""
+    """Where DPO's rejected replies come from, and DPO's own learning rate."""
 
     rejected: Literal["own_output", "perturbed"] = "own_output"  # own wrong outputs first
+    # DPO is usually run at a far lower rate than SFT: at SFT's rate the margin saturates within
+    # a few steps and the chosen replies' likelihood falls with the rejected ones. None = SFT's.
+    learning_rate: float | None = Field(default=None, gt=0)
 
 
 class CompareSpec(_Strict):

@@ -135,7 +135,9 @@ def train_models(loaded: LoadedRecipe, out: Path, settings: Settings, *,
         return models
     dose = max(spec.contamination.doses)
     sft = spec.finetune.model_copy(update={"method": "sft"})
-    dpo = spec.finetune.model_copy(update={"method": "dpo"})
+    dpo = spec.finetune.model_copy(update={
+        "method": "dpo",
+        "learning_rate": spec.dpo.learning_rate or spec.finetune.learning_rate})
     models["sft"] = _train_dose(spec, train, test_items, dose, sft, out / "models" / "sft",
                                 settings, progress)
     own = _own_outputs(loaded, train, test_items, dose, out, settings, progress) \
