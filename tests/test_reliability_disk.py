@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from eval_specs import write_tiny_quartz_spec
 from report_harness import FAKE_CLI, cli_env, report_args, stable_md, stable_report
 from tmpfs import PAGE, Tmpfs, mounted_tmpfs
 
@@ -249,34 +250,6 @@ def test_results_writer_on_full_disk_never_leaves_a_torn_line(small_fs: Tmpfs) -
 
 # ---------------------------------------------------------------- retest eval
 
-_SPEC = """
-description = "tiny quartz dedup on a full disk"
-claim_kinds = ["memorization"]
-seed = 5
-scoring = "mc_loglik"
-[dataset]
-kind = "openai_evals"
-path = "${{SHARED_DATA}}/benchmarks/openai_evals/quartz/samples.jsonl"
-test_fraction = 0.2
-[sample]
-per_split = 4
-[generation]
-concurrency = 1
-[[models]]
-role = "fine_tuned"
-endpoint = "{url}"
-model = "SmolLM2-135M-Instruct"
-name = "smol-a"
-api = "completions"
-[[models]]
-role = "base"
-endpoint = "{url}"
-model = "SmolLM2-135M-Instruct"
-name = "smol-b"
-api = "completions"
-"""
-
-
 def _eval(spec: Path, out: Path, data: Path) -> tuple[int, str]:
     done = subprocess.run([sys.executable, "-m", "agent.cli", "eval", str(spec), "--out",
                            str(out), "--quiet"], cwd=REPO, env=cli_env(data),
@@ -288,8 +261,8 @@ def _eval(spec: Path, out: Path, data: Path) -> tuple[int, str]:
 def test_eval_results_fill_the_disk_then_resume_loses_and_repeats_nothing(
         shared_data: Path, llm_base_url: str, tmp_path: Path, small_fs: Tmpfs) -> None:
     """results.jsonl fills the disk mid-run: whole lines kept; the resume adds exactly the rest."""
-    spec = tmp_path / "tiny.toml"
-    spec.write_text(_SPEC.format(url=llm_base_url))
+    spec = write_tiny_quartz_spec(tmp_path / "tiny.toml", llm_base_url,
+                                  "tiny quartz dedup on a full disk")
     out = small_fs.path / "eval"
     # One page for run.json, one for results.jsonl: about half of the 16 lines (~500 B) fit.
     small_fs.fill(leave=2 * PAGE)

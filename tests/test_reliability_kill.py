@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eval_specs import write_tiny_quartz_spec
 from report_harness import FAKE_CLI, cli_env, report_args, stable_md, stable_report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,38 +88,6 @@ def test_report_killed_and_resumed_matches_uninterrupted(tmp_path: Path) -> None
 
 # ---------------------------------------------------------------- eval
 
-def _spec(folder: Path, url: str) -> Path:
-    text = f"""
-description = "tiny quartz dedup for kill/resume"
-claim_kinds = ["memorization"]
-seed = 5
-scoring = "mc_loglik"
-[dataset]
-kind = "openai_evals"
-path = "${{SHARED_DATA}}/benchmarks/openai_evals/quartz/samples.jsonl"
-test_fraction = 0.2
-[sample]
-per_split = 4
-[generation]
-concurrency = 1
-[[models]]
-role = "fine_tuned"
-endpoint = "{url}"
-model = "SmolLM2-135M-Instruct"
-name = "smol-a"
-api = "completions"
-[[models]]
-role = "base"
-endpoint = "{url}"
-model = "SmolLM2-135M-Instruct"
-name = "smol-b"
-api = "completions"
-"""
-    path = folder / "kill.toml"
-    path.write_text(text)
-    return path
-
-
 def _run_eval(spec: Path, out: Path, data: Path,
               kill_at_results: int | None = None) -> int | None:
     """Run ``retest eval``; SIGKILL it once results.jsonl has N lines. Return the exit code."""
@@ -157,7 +126,8 @@ def _summary(out: Path) -> dict[str, Any]:
 @pytest.mark.slow
 def test_eval_killed_and_resumed_matches_uninterrupted(shared_data: Path, llm_base_url: str,
                                                        tmp_path: Path) -> None:
-    spec = _spec(tmp_path, llm_base_url)
+    spec = write_tiny_quartz_spec(tmp_path / "kill.toml", llm_base_url,
+                                  "tiny quartz dedup for kill/resume")
     data = tmp_path / "data"
     base = tmp_path / "base"
     _run_eval(spec, base, data)
