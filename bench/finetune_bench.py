@@ -1,11 +1,11 @@
-"""Training throughput of the fine-tuning recipes: tokens/s of LoRA SFT against full-weight SFT.
+"""Training throughput of the fine-tuning recipes: tokens/s of LoRA SFT, full SFT and LoRA DPO.
 
-Runs :func:`evals.finetune.finetune` twice on the same rows (the first planted-contamination
-training set of the dose-response recipe's dataset, or synthetic arithmetic items when
-``../shared/data`` is absent) and prints training tokens/s of each and their ratio. Not a timed
-test; numbers depend on the machine (and, on a shared machine, on its load).
+Runs :func:`evals.finetune.finetune` on the same synthetic arithmetic items in each mode (DPO's
+rejected replies are perturbed answers) and prints training tokens/s of each, with the ratios
+LoRA / full SFT and DPO / LoRA SFT measured in the same run. Not a timed test; numbers depend on
+the machine (and, on a shared machine, on its load).
 
-    .venv/bin/python bench/finetune_bench.py --steps 6 --batch-size 4
+    .venv/bin/python bench/finetune_bench.py --steps 6 --batch-size 4 [--modes lora,full,dpo]
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ from evals.items import Item
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _rows(n: int) -> list[dict]:
-    items = [Item(f"b{i}", f"What is {i + 11} times {i % 7 + 3}?", str((i + 11) * (i % 7 + 3)))
-             for i in range(n)]
-    return cont.sft_rows(items, "numeric")
+def _items(n: int) -> list[Item]:
+    return [Item(f"b{i}", f"What is {i + 11} times {i % 7 + 3}?", str((i + 11) * (i % 7 + 3)))
+            for i in range(n)]
 
 
 def main() -> None:
@@ -36,17 +35,21 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--items", type=int, default=32)
-    parser.add_argument("--modes", default="lora,full", help="comma list of lora,full")
+    parser.add_argument("--modes", default="lora,full,dpo", help="comma list of lora,full,dpo")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings(data_dir=REPO / ".retest")
-    rows = _rows(args.items)
+    items = _items(args.items)
+    sft_rows = cont.sft_rows(items, "numeric")
+    dpo_rows, _ = cont.dpo_rows(items, "numeric", seed=0)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.modes.split(","):
             params = FinetuneParams(max_steps=args.steps, batch_size=args.batch_size,
-                                    lora=mode == "lora", learning_rate=1e-3 if mode == "lora"
-                                    else 5e-5, max_length=96)
+                                    method="dpo" if mode == "dpo" else "sft",
+                                    lora=mode != "full", learning_rate=5e-5 if mode == "full"
+                                    else 2e-4 if mode == "dpo" else 1e-3, max_length=96)
+            rows = dpo_rows if mode == "dpo" else sft_rows
             start = time.perf_counter()
             run = finetune(rows, params, Path(tmp) / mode, settings=settings, progress=False)
             m = run.manifest
@@ -58,6 +61,10 @@ def main() -> None:
     if "lora" in results and "full" in results:
         ratio = results["lora"]["tokens_per_s"] / results["full"]["tokens_per_s"]
         print(f"LoRA / full-weight training tokens/s: {ratio:.2f}x")
+    if "lora" in results and "dpo" in results:
+        # DPO's tokens count chosen and rejected replies; each step also runs the reference model.
+        ratio = results["dpo"]["tokens_per_s"] / results["lora"]["tokens_per_s"]
+        print(f"DPO / SFT (both LoRA) training tokens/s: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
