@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.errors import BadInputError
+from agent.fsutil import atomic_write_json
 from agent.settings import Settings
 from tools.embedded_models import EMBEDDED_MODELS, prepare_model
 
@@ -170,9 +171,7 @@ def finetune(rows: list[dict[str, Any]], params: FinetuneParams, out_dir: Path, 
         "model_dir": str((out_dir / "model").resolve()),
         **(extra_manifest or {}),
     }
-    tmp = out_dir / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    tmp.replace(out_dir / "manifest.json")
+    atomic_write_json(out_dir / "manifest.json", manifest)
     return FinetuneResult(out_dir / "model", manifest, reused=False)
 
 

@@ -17,15 +17,11 @@ RULE = ("supports_claim is true when the 95% CI of the memorization gap lies abo
 def write_outputs(summary: dict[str, Any], out_dir: Path) -> None:
     """Write ``summary.json``, ``summary.md`` and ``accuracy.png`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "summary.json",
-                  json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-    _atomic_write(out_dir / "summary.md", render_markdown(summary))
+    # Atomic: a reader never sees half a summary, and a full disk leaves no temporary file.
+    atomic_write_text(out_dir / "summary.json",
+                      json.dumps(summary, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    atomic_write_text(out_dir / "summary.md", render_markdown(summary))
     plot_accuracy(summary, out_dir / "accuracy.png")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    # A reader never sees half a summary, and a full disk leaves no temporary file behind.
-    atomic_write_text(path, text)
 
 
 def _pct(value: float | None) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 
 from tqdm import tqdm
 
+from agent.fsutil import atomic_write_text
 from agent.settings import Settings
 from evals import contamination as cont
 from evals import selfverify, stats
-from evals.outputs import _atomic_write
 from evals.pipeline import Stages
 from evals.recipe_spec import LoadedRecipe
 from evals.recipes import (
@@ -245,8 +245,8 @@ def _judge(sampler: Any, items: list[Any], answers: dict[str, dict[str, Any]], p
 def write_recipe_outputs(summary: dict[str, Any], out: Path) -> None:
     """Write ``summary.json``, ``summary.md`` and, for dose-response, ``dose_response.png``."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
-    _atomic_write(out / "summary.md", render_markdown(summary))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "summary.md", render_markdown(summary))
     if summary.get("recipe") == "dose_response":
         _plot_doses(summary, out / "dose_response.png")
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import BadInputError
+from agent.fsutil import atomic_write_text, storage_errors
 from agent.settings import Settings
 from evals import contamination as cont
 from evals.datasets import load_dataset, seeded_split
@@ -187,7 +188,8 @@ def run_recipe(spec_path: str | Path, out_dir: str | Path | None, settings: Sett
     runner = {"dose_response": recipe_runs.dose_response, "sft_vs_dpo": recipe_runs.sft_vs_dpo,
               "self_verification": recipe_runs.self_verification}[loaded.spec.recipe]
     timed = Stages()
-    with _run_lock(out):
+    # A full or read-only output folder is one line naming the file, as for an evaluation.
+    with storage_errors(out), _run_lock(out):
         _check_same_recipe(out, loaded)
         summary = runner(loaded, out, settings, timed, limit=limit, progress=progress)
         summary.update({
@@ -211,7 +213,9 @@ def _check_same_recipe(out: Path, loaded: LoadedRecipe) -> None:
         if previous and previous != loaded.sha256:
             raise BadInputError(f"{out} holds results of a different spec (or an edited one);"
                                 f" pass another --out")
-    marker.write_text(json.dumps({"spec_sha256": loaded.sha256, "spec": str(loaded.source)}))
+    # Atomic, as the evaluation's run.json: a torn marker would make every later run fail.
+    atomic_write_text(marker, json.dumps({"spec_sha256": loaded.sha256,
+                                          "spec": str(loaded.source)}))
 
 
 def gap_entry(summary: dict[str, Any]) -> dict[str, Any]:
