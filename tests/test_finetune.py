@@ -369,3 +369,39 @@ def test_tiny_dpo_run_raises_the_preference_for_chosen_answers(
     print(f"\nDPO chosen-minus-rejected log-prob margin: base {before:.2f}, trained {after:.2f}; "
           f"{manifest['train_tokens_per_s']} training tokens/s")
     assert after > before + 1.0, (before, after)  # log-prob units: a clear, not a rounding, gain
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.timeout(900)
+def test_self_verification_recipe_runs_end_to_end_and_resumes(
+        shared_data: Path, llm_base_url: str, tmp_path: Path) -> None:
+    """`retest eval self_verification_gap --json` on the real embedded SmolLM2: a recipe goes
+    through run_spec, writes its outputs and prints only JSON on stdout; a rerun asks nothing
+    new."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETEST_")}
+    env["RETEST_DATA_DIR"] = str(repo / ".retest")  # where llm_base_url's server is recorded
+    out = tmp_path / "sv"
+    cmd = [sys.executable, "-m", "agent.cli", "eval", "self_verification_gap", "--limit", "8",
+           "--out", str(out), "--json", "--quiet"]
+    first = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads(first.stdout)  # nothing but the summary on stdout
+    assert summary["recipe"] == "self_verification" and summary["supports_claim"] in (
+        True, False, None)
+    assert summary["n"] == 8 and 0 <= summary["generation_accuracy"]["accuracy"] <= 1
+    for name in ("summary.json", "summary.md", "results.jsonl", "verdicts.jsonl", "run.json"):
+        assert (out / name).is_file(), name
+    lines = (out / "results.jsonl").read_text().splitlines()
+    verdicts = (out / "verdicts.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and len(verdicts) == 8
+    again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (out / "results.jsonl").read_text().splitlines() == lines  # resumed, not re-asked
+    assert (out / "verdicts.jsonl").read_text().splitlines() == verdicts
+    assert json.loads(again.stdout)["generation_accuracy"] == summary["generation_accuracy"]
