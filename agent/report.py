@@ -8,13 +8,13 @@ pass through the grounding filter. The markdown gets a final grounding pass over
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.grounding import ground_markdown, strip_ungrounded
 from agent.state import AgentState
+from evals.outputs import render_any_summary
 
 EMBEDDED_WARNING = (
     "> **Warning:** judged by the embedded {model} model: its summaries and stances are a smoke "
@@ -148,10 +148,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         else:
             lines += ["No newer paper matched this claim.", ""]
         if c["retest"]:
-            summary = json.dumps(c["retest"]["summary"], sort_keys=True, default=str)
-            lines += [f"Re-test `{c['retest']['spec']}`: supports_claim = "
-                      f"{c['retest']['supports_claim']}.", "", f"```json\n{summary[:1500]}\n```",
-                      ""]
+            lines += [f"Re-test `{c['retest']['spec']}` (all outputs in `retests/{c['id']}/`):",
+                      "", *_retest_body(c["retest"]["summary"]), ""]
         elif c.get("retest_note"):
             lines += [f"Re-test: {c['retest_note']}", ""]
     lines += ["## Tensions (recent work)", ""]
@@ -176,6 +174,19 @@ def render_markdown(report: dict[str, Any]) -> str:
     anchor_ids = [a["arxiv_id"] for a in report["anchors"]]
     text, _ = ground_markdown("\n".join(lines), report["citations"], anchor_ids)
     return text
+
+
+def _retest_body(summary: dict[str, Any]) -> list[str]:
+    """Return the evaluation's own Markdown summary lines, title dropped, headings demoted.
+
+    Accuracies with CIs, the gap and the rule, as in ``retests/<claim>/summary.md``; the
+    headings nest under the claim's section.
+    """
+    try:
+        body = render_any_summary(summary).splitlines()[1:]
+    except (KeyError, TypeError, ValueError, IndexError):  # not a summary this version renders
+        return [f"supports_claim = {summary.get('supports_claim')}; see summary.json."]
+    return ["###" + line if line.startswith("#") else line for line in body]
 
 
 def _short(text: str, words: int = 10) -> str:

@@ -177,6 +177,22 @@ def test_dose_summary_gives_the_known_gap() -> None:
     assert _dose_summary(flat, full, "ft", manifest, seed=0)["supports_claim"] is not True
 
 
+def test_recipe_summary_renders_into_the_report_as_a_table() -> None:
+    """report.md shows a recipe's own summary (per-dose table, CIs), not truncated JSON."""
+    from agent.report import _retest_body
+
+    ids = [f"t{i}" for i in range(40)]
+    full = cont.plan_contamination(ids, 1.0, seed=0)
+    records = _records("base", set(), ids) + _records("ft", set(full.planted_ids), ids)
+    entry = _dose_summary(records, full, "ft", {"model_dir": "x"}, seed=0)
+    summary = {"recipe": "dose_response", "spec": {"description": "dose test"},
+               "supports_claim": True, "rule": "the rule", "doses": [entry]}
+    body = "\n".join(_retest_body(summary))
+    assert "| 1.0 | 100.0 [100.0, 100.0] (n=20) | 0.0 [0.0, 0.0] (n=20) |" in body
+    assert "supports_claim: **True**. the rule" in body
+    assert "```" not in body and "# Recipe" not in body  # its title gives way to the claim's
+
+
 # ----------------------------------------------------------------------------- specs and CLI
 
 SHIPPED = ["finetune_dose_response", "finetune_sft_vs_dpo", "self_verification_gap"]

@@ -227,6 +227,8 @@ def test_tiny_retest_runs_and_decides_claim_one(isolated_env, small_corpus, seed
     assert all(c["retest"] is None and c["retest_note"] for c in outcome.report["claims"][1:])
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"Re-test `{c1['retest']['spec']}`" in md
+    # The evaluation's own summary (accuracy table, gap with CI, rule), not a JSON dump.
+    assert "Memorization gap" in md and "supports_claim: " in md and "```json" not in md
 
     # A second report of the same prompt reuses the unchanged evaluation: the runner finds every
     # (item, model, variant) already in the data directory's results and appends nothing.
