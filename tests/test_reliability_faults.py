@@ -169,10 +169,10 @@ class _Garbage(BaseModel):
 
 
 class GarbageLLMServer:
-    """Speak the OpenAI chat API but answer with invalid or truncated JSON."""
+    """Speak the OpenAI chat API but answer with invalid or truncated JSON, or answer late."""
 
-    def __init__(self, content: str, finish_reason: str = "stop") -> None:
-        self.content, self.finish_reason = content, finish_reason
+    def __init__(self, content: str, finish_reason: str = "stop", delay_s: float = 0.0) -> None:
+        self.content, self.finish_reason, self.delay_s = content, finish_reason, delay_s
         self.calls = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -184,6 +184,7 @@ class GarbageLLMServer:
             def do_POST(self) -> None:  # noqa: N802
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 server.calls += 1
+                time.sleep(server.delay_s)  # a stalled or overloaded server
                 body = json.dumps({
                     "id": "x", "object": "chat.completion", "created": 0, "model": "garbage",
                     "choices": [{"index": 0, "finish_reason": server.finish_reason,
@@ -235,6 +236,37 @@ def test_llm_garbage_gives_bounded_retries(isolated_env: Path, content: str, fin
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+def test_slow_llm_server_times_out_with_bounded_retries(isolated_env: Path) -> None:
+    """A server slower than the timeout: every attempt times out, the number of attempts and the
+    total wait are bounded, and the caller gets a ServiceError; a slow server within the
+    timeout still answers."""
+    from tools.llm import make_llm
+
+    valid = json.dumps({"stance": "supports", "summary": "ok"})
+    stalled, late = GarbageLLMServer(valid, delay_s=4.0), GarbageLLMServer(valid, delay_s=0.8)
+    for server in (stalled, late):
+        threading.Thread(target=server.httpd.serve_forever, daemon=True).start()
+    try:
+        TALLY["faults injected"] += 1
+        llm = make_llm(load_settings(llm={"base_url": stalled.url, "model": "garbage",
+                                          "max_retries": 2, "timeout_s": 1}))
+        started = time.monotonic()
+        with pytest.raises(ServiceError, match="timed out"):
+            llm.complete_json([{"role": "user", "content": "judge"}], _Garbage, max_tokens=50)
+        assert stalled.calls == 3  # one call and max_retries retries, no more
+        assert time.monotonic() - started < 12  # three 1 s timeouts, not the server's 12 s
+        slow_ok = make_llm(load_settings(llm={"base_url": late.url, "model": "garbage",
+                                              "max_retries": 2, "timeout_s": 5}))
+        reply = slow_ok.complete_json([{"role": "user", "content": "judge"}], _Garbage,
+                                      max_tokens=50)
+        assert reply.stance == "supports" and late.calls == 1
+        TALLY["faults survived"] += 1
+    finally:
+        for server in (stalled, late):
+            server.httpd.shutdown()
+            server.httpd.server_close()
 
 
 @pytest.mark.slow
