@@ -110,8 +110,11 @@ def use_json_logs(level: int = logging.INFO) -> None:
     # One line per HTTP request to the LLM server drowns the events that matter.
     for name in ("httpx", "httpx2"):
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
-    # Progress bars would interleave with the JSON lines; tqdm honours this variable.
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    # Loading the embedding model draws a "Loading weights" bar; the report's own bars are off
+    # through ReportOptions.progress_bars.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def _event(level: int, event: str, **fields: Any) -> None:

@@ -148,3 +148,58 @@ def test_eval_killed_and_resumed_matches_uninterrupted(shared_data: Path, llm_ba
     print(f"\neval: {len(points)} kill points {points} ({landed} landed mid-run), "
           f"{identical} identical resumes")
     assert landed >= 1
+
+
+# ---------------------------------------------------------------- schedule
+
+def _schedule(data: Path, out_root: Path,
+              kill_after_progress: int | None = None) -> tuple[int | None, list[dict]]:
+    """Run ``retest schedule --once`` (fake judge); SIGKILL it after N progress events.
+
+    Return (exit code or None when killed, the JSON events it logged).
+    """
+    args = [str(a) for a in report_args(out_root)]
+    # `report PROMPT ... --out DIR` becomes `schedule PROMPT ... --out-root DIR --once`.
+    args[0], args[args.index("--out")] = "schedule", "--out-root"
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_CLI, *args, "--once"], cwd=REPO,
+                            env=cli_env(data), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    events: list[dict] = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.strip():  # the scheduler's stderr is JSON lines only: no bar, no stray text
+            events.append(json.loads(line))
+        progress = sum(e.get("event") == "progress" for e in events)
+        if kill_after_progress is not None and progress >= kill_after_progress:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+            return None, events
+    return proc.wait(timeout=600), events
+
+
+def _latest_report(out_root: Path) -> dict[str, Any]:
+    return json.loads((out_root / "latest" / "report.json").read_text())
+
+
+def test_scheduler_killed_mid_run_resumes_the_same_run(tmp_path: Path) -> None:
+    """SIGKILL the scheduled job mid-report: the next start resumes that run (same id and
+    folder) from its checkpoint and ends with the uninterrupted run's report."""
+    code, events = _schedule(tmp_path / "data-base", tmp_path / "base")
+    assert code == 0, events[-3:]
+    expected = stable_report(_latest_report(tmp_path / "base"))
+    total = sum(e.get("event") == "progress" for e in events)
+    point = total // 2  # mid-run: after the graph's first checkpoints, before the report
+    data, root = tmp_path / "data", tmp_path / "killed"
+    killed, first = _schedule(data, root, kill_after_progress=point)
+    assert killed is None
+    started = next(e for e in first if e.get("event") == "run_started")
+    assert not (Path(started["out_dir"]) / "report.json").exists()  # it died before the end
+    code, second = _schedule(data, root)
+    assert code == 0, second[-3:]
+    resumed = next(e for e in second if e.get("event") == "resuming")
+    assert resumed["run_id"] == started["run_id"] and resumed["out_dir"] == started["out_dir"]
+    finished = next(e for e in second if e.get("event") == "run_finished")
+    assert finished["run_id"] == started["run_id"]
+    assert stable_report(_latest_report(root)) == expected
+    print(f"\nschedule: killed after {point} of {total} progress events; resumed run "
+          f"{started['run_id']} identical")

@@ -161,7 +161,9 @@ class PaperStore:
         """
         batch_size = min(512, int(self.client.get_max_batch_size()))
         added = 0
-        with tqdm(desc="embedding papers", unit="paper", disable=not progress) as bar:
+        # disable=None: no bar when stderr is not a terminal (logs, cron, pipes).
+        with tqdm(desc="embedding papers", unit="paper",
+                  disable=None if progress else True) as bar:
             for chunk in _chunks(papers, batch_size):
                 unique = list({p.arxiv_id: p for p in chunk}.values())
                 existing = set(self.collection.get(ids=[p.arxiv_id for p in unique],

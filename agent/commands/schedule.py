@@ -66,7 +66,9 @@ def schedule(
                           logging.INFO))
     from agent.nodes.context import ReportOptions
 
-    options = ReportOptions(retest_limit=retest_limit, papers_per_claim=papers_per_claim)
+    # No progress bars: they would interleave with the JSON-line log on stderr.
+    options = ReportOptions(retest_limit=retest_limit, papers_per_claim=papers_per_claim,
+                            progress_bars=False)
     scheduler = Scheduler(ScheduleConfig(prompt_file=prompt_file, every_s=every_s,
                                          out_root=out_root, once=once, notify=argv,
                                          max_runs=max_runs, options=options), settings)

@@ -41,6 +41,9 @@ class ReportOptions:
     retest_items: int = 40  # items per split (repeated, novel) in each re-test
     finetune_recipes: bool = False  # recipes that fine-tune models cost far more on CPUs
     tension_window_days: int = 183
+    # Terminal progress bars (corpus scan, embedding); off where stderr carries JSON-line logs
+    # (the scheduler) or nobody watches it (the app). Bars also hide when stderr is no terminal.
+    progress_bars: bool = True
 
 
 @dataclass

@@ -120,8 +120,8 @@ def _after(claim: Claim) -> date | None:
 
 
 def _scan_corpus(path: Path, claims: list[Claim], queries: dict[str, list[str]],
-                 anchor_ids: set[str], keep: int) -> tuple[dict[str, list[tuple[float, Paper]]],
-                                                           dict[str, Paper]]:
+                 anchor_ids: set[str], keep: int, *, progress: bool = True,
+                 ) -> tuple[dict[str, list[tuple[float, Paper]]], dict[str, Paper]]:
     """One pass over the corpus: best-keyword papers per claim (newer than it), and anchors."""
     claim_terms = {c["id"]: keywords(c["text"]) for c in claims}
     extra = {c["id"]: [t for q in queries.get(c["id"], [])[2:] for t in keywords(q)]
@@ -130,7 +130,7 @@ def _scan_corpus(path: Path, claims: list[Claim], queries: dict[str, list[str]],
     best: dict[str, list[tuple[float, Paper]]] = {c["id"]: [] for c in claims}
     anchors: dict[str, Paper] = {}
     for paper in tqdm(iter_corpus(path), desc="scan corpus", unit=" papers", leave=False,
-                      mininterval=2.0):
+                      mininterval=2.0, disable=None if progress else True):
         if paper.arxiv_id in anchor_ids:
             anchors[paper.arxiv_id] = paper
         title_t, body_t = None, None
@@ -183,14 +183,14 @@ def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     if ctx.settings.corpus is not None:
         ctx.emit("retrieve", f"scanning corpus {ctx.settings.corpus.name}")
         best, anchor_hits = _scan_corpus(ctx.settings.corpus, claims, queries, anchor_ids,
-                                         opts.candidates_per_claim)
+                                         opts.candidates_per_claim, progress=opts.progress_bars)
         for cid, rows in best.items():
             for score, paper in rows:
                 add(cid, paper, score)
         if store is not None:
             chosen = {p.arxiv_id: p for rows in best.values() for _, p in rows}
             chosen.update(anchor_hits)
-            store.upsert(list(chosen.values()))
+            store.upsert(list(chosen.values()), progress=opts.progress_bars)
     if store is not None:
         for i, claim in enumerate(claims):
             ctx.check_cancel()
