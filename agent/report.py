@@ -149,7 +149,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["No newer paper matched this claim.", ""]
         if c["retest"]:
             lines += [f"Re-test `{c['retest']['spec']}` (all outputs in `retests/{c['id']}/`):",
-                      "", *_retest_body(c["retest"]["summary"]), ""]
+                      "", *retest_summary_lines(c["retest"]["summary"]), ""]
         elif c.get("retest_note"):
             lines += [f"Re-test: {c['retest_note']}", ""]
     lines += ["## Tensions (recent work)", ""]
@@ -176,7 +176,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     return text
 
 
-def _retest_body(summary: dict[str, Any]) -> list[str]:
+def retest_summary_lines(summary: dict[str, Any]) -> list[str]:
     """Return the evaluation's own Markdown summary lines, title dropped, headings demoted.
 
     Accuracies with CIs, the gap and the rule, as in ``retests/<claim>/summary.md``; the

@@ -17,6 +17,7 @@ import streamlit as st
 
 from agent.changes import diff_reports
 from agent.history import ReportHistory
+from agent.report import retest_summary_lines
 from app_pages import resources
 from app_pages.render import (
     ANCHOR_COLORS,
@@ -90,7 +91,10 @@ def _claim_details(report: dict[str, Any]) -> None:
                 st.markdown("_No newer evidence was retrieved._")
             if claim.get("retest"):
                 st.markdown(f"**Re-test** ({md_cell(claim['retest'].get('spec'))})")
-                st.json(claim["retest"].get("summary") or {}, expanded=False)
+                summary = claim["retest"].get("summary") or {}
+                # The evaluation's own summary (accuracy table, CIs, gap), then the raw numbers.
+                st.markdown("\n".join(retest_summary_lines(summary)))
+                st.json(summary, expanded=False)
 
 
 def _lists(report: dict[str, Any]) -> None:

@@ -109,6 +109,12 @@ def test_reports_page_shows_verdicts_history_plots_and_escapes(isolated_env: Pat
     hostile = "<img src=x onerror=alert(1)> [x](javascript:alert(1))"
     old = _report("holds", "2026-01-01T00:00:00+00:00", hostile)
     new = _report("overturned", "2026-02-01T00:00:00+00:00", hostile)
+    new["claims"][0]["retest"] = {"spec": "finetune_sft_vs_dpo.toml", "supports_claim": None,
+                                  "summary": {
+        "recipe": "sft_vs_dpo", "spec": {"description": "SFT vs DPO"}, "supports_claim": None,
+        "rule": "the rule", "accuracy": {"sft": {"novel": {"n": 20, "accuracy": 0.05,
+                                                          "ci": [0.0, 0.15]}}},
+        "dpo_minus_sft": {"unseen": {"diff": -0.075, "ci": [-0.175, 0.0]}}}}
     history = ReportHistory(isolated_env)
     history.record(old, "# old")
     run_dir = isolated_env / "app_runs" / ("b" * 16)
@@ -129,6 +135,8 @@ def test_reports_page_shows_verdicts_history_plots_and_escapes(isolated_env: Pat
     assert "holds → overturned" in shown.replace("\\", "")
     assert not re.search(r"(?<!\\)<img", shown) and "](javascript" not in shown
     assert "arxiv.org/abs/2501.01234" in shown
+    assert "- sft: novel 5.0 [0.0, 15.0] (n=20)" in shown  # the re-test's rendered summary
+    assert "DPO minus SFT on unseen: -7.5 [-17.5, 0.0] points" in shown
     assert "abs/2513.01234" not in shown  # a malformed anchor is never linked
     labels = {d.label for d in at.get("download_button")}
     assert {"report.md", "report.json", "references.bib"} <= labels

@@ -179,7 +179,7 @@ def test_dose_summary_gives_the_known_gap() -> None:
 
 def test_recipe_summary_renders_into_the_report_as_a_table() -> None:
     """report.md shows a recipe's own summary (per-dose table, CIs), not truncated JSON."""
-    from agent.report import _retest_body
+    from agent.report import retest_summary_lines
 
     ids = [f"t{i}" for i in range(40)]
     full = cont.plan_contamination(ids, 1.0, seed=0)
@@ -187,7 +187,7 @@ def test_recipe_summary_renders_into_the_report_as_a_table() -> None:
     entry = _dose_summary(records, full, "ft", {"model_dir": "x"}, seed=0)
     summary = {"recipe": "dose_response", "spec": {"description": "dose test"},
                "supports_claim": True, "rule": "the rule", "doses": [entry]}
-    body = "\n".join(_retest_body(summary))
+    body = "\n".join(retest_summary_lines(summary))
     assert "| 1.0 | 100.0 [100.0, 100.0] (n=20) | 0.0 [0.0, 0.0] (n=20) |" in body
     assert "supports_claim: **True**. the rule" in body
     assert "```" not in body and "# Recipe" not in body  # its title gives way to the claim's
