@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,7 +48,9 @@ class LLMSettings(_Strict):
 
     base_url: str = ""
     model: str = ""
-    api_key: str = "EMPTY"
+    # A secret: read from RETEST_LLM_API_KEY only (load_settings refuses it in retest.toml);
+    # SecretStr keeps it out of reprs, dumps and logs.
+    api_key: SecretStr = SecretStr("EMPTY")
     timeout_s: float = Field(default=120.0, gt=0)
     max_retries: int = Field(default=3, ge=0, le=10)
     temperature: float = Field(default=0.0, ge=0)
@@ -187,12 +189,27 @@ def load_settings(**overrides: Any) -> Settings:
     for section, values in flat.items():
         values = {k: v for k, v in values.items() if k not in _nested_env_for(section)}
         given[section] = _merge(values, given.get(section, {}))
+    _refuse_secret_in_file(_config_path())
     try:
         return Settings(**given)
     except ValidationError as exc:
         raise BadInputError(_one_line(exc)) from None
     except (tomllib.TOMLDecodeError, OSError) as exc:
         raise BadInputError(f"config file {_config_path()}: {exc}") from None
+
+
+def _refuse_secret_in_file(path: Path | None) -> None:
+    """Secrets come from the environment only: an API key in retest.toml is bad input."""
+    if path is None or not path.is_file():
+        return
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+        return  # Settings() reports it with the file's name
+    llm = data.get("llm")
+    if isinstance(llm, dict) and "api_key" in llm:
+        raise BadInputError(f"config file {path}: llm.api_key is a secret; set RETEST_LLM_API_KEY "
+                            "in the environment instead of writing it to a file")
 
 
 def _one_line(exc: ValidationError) -> str:

@@ -147,7 +147,7 @@ def make_sampler(model: ModelSpec, spec: EvalSpec, settings: Settings) -> OpenAI
                              api=api, gen=settings_gen, restart=server.ensure_running)
     api = "chat" if model.api == "auto" else model.api
     return OpenAISampler(model.label, model.endpoint, model.model, api=api, gen=settings_gen,
-                         api_key=model.api_key)
+                         api_key=model.api_key())
 
 
 def correctness_table(records: list[dict[str, Any]],

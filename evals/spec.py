@@ -111,7 +111,22 @@ class ModelSpec(_Strict):
     model: str  # packaged key when embedded, else the served model name
     name: str | None = None  # label in results; default: the served name
     api: Literal["auto", "chat", "completions"] = "auto"
-    api_key: str = "EMPTY"
+    # The NAME of an environment variable holding the endpoint's key: secrets never sit in spec
+    # files (which are shared and copied beside reports).
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+    def api_key(self) -> str:
+        """Return the key from ``api_key_env``, or "EMPTY" when none is named.
+
+        Raises BadInputError when the named variable is unset.
+        """
+        if self.api_key_env is None:
+            return "EMPTY"
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise BadInputError(f"model {self.model}: environment variable {self.api_key_env} "
+                                "(api_key_env) is not set")
+        return value
 
     @model_validator(mode="after")
     def _known_embedded(self) -> ModelSpec:

@@ -4,12 +4,14 @@ config, no ``shell=True``, a timeout on every network call, loopback binding by 
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import httpx
+import pytest
 
 from agent.settings import load_settings
 
@@ -94,3 +96,33 @@ def test_servers_bind_loopback_by_default(isolated_env: Path) -> None:
     if streamlit_cfg.is_file():
         server = tomllib.loads(streamlit_cfg.read_text()).get("server", {})
         assert server.get("address", "127.0.0.1") in ("127.0.0.1", "localhost")
+
+
+def test_api_key_comes_from_env_only_and_is_never_shown(isolated_env: Path, tmp_path: Path,
+                                                         monkeypatch) -> None:
+    """Secrets only from env, never logged: the key is a SecretStr (absent from repr and dumps);
+    retest.toml may not hold it; an eval spec names a variable instead of holding a key."""
+    from agent.errors import BadInputError
+    from agent.settings import load_settings
+    from evals.spec import ModelSpec
+
+    canary = "sk-canary-7f3a9c"
+    monkeypatch.setenv("RETEST_LLM_API_KEY", canary)
+    settings = load_settings()
+    assert settings.llm.api_key.get_secret_value() == canary
+    for shown in (repr(settings), str(settings), settings.model_dump_json(),
+                  json.dumps(settings.model_dump(), default=str)):
+        assert canary not in shown
+    config = tmp_path / "retest.toml"
+    config.write_text('[llm]\nbase_url = "http://127.0.0.1:1/v1"\napi_key = "sk-in-a-file"\n')
+    monkeypatch.setenv("RETEST_CONFIG", str(config))
+    with pytest.raises(BadInputError, match="RETEST_LLM_API_KEY"):
+        load_settings()
+    spec = ModelSpec(role="base", endpoint="http://127.0.0.1:1/v1", model="m",
+                     api_key_env="RETEST_TEST_EVAL_KEY")
+    with pytest.raises(BadInputError, match="RETEST_TEST_EVAL_KEY"):
+        spec.api_key()
+    monkeypatch.setenv("RETEST_TEST_EVAL_KEY", canary)
+    assert spec.api_key() == canary and canary not in spec.model_dump_json()
+    with pytest.raises(ValueError, match="api_key"):
+        ModelSpec(role="base", endpoint="http://127.0.0.1:1/v1", model="m", api_key=canary)

@@ -170,7 +170,8 @@ def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
     if llm.base_url:
         base_url, served = llm.base_url.rstrip("/"), model or llm.model
         if not served:
-            served = _first_served_model(base_url, llm.api_key, llm.timeout_s)
+            served = _first_served_model(base_url, llm.api_key.get_secret_value(),
+                                         llm.timeout_s)
     else:
         from tools.vllm_server import EmbeddedServer
 
@@ -178,8 +179,8 @@ def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
         base_url = server.ensure_running()
         served = server.served_name
         _embedded_restart = server.ensure_running
-    client = OpenAI(base_url=base_url, api_key=llm.api_key or "EMPTY", timeout=llm.timeout_s,
-                    max_retries=0)
+    client = OpenAI(base_url=base_url, api_key=llm.api_key.get_secret_value() or "EMPTY",
+                    timeout=llm.timeout_s, max_retries=0)
     return LLMClient(client, served, temperature=llm.temperature, seed=llm.seed,
                      max_retries=llm.max_retries, base_url=base_url)
 
