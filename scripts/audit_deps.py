@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"audit_deps: cannot read the lock or the database: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps({**asdict(result)}, indent=2))
+        print(json.dumps(asdict(result), indent=2))
     else:
         print(render_markdown(result), end="")
     return 0
