@@ -15,8 +15,8 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import streamlit as st  # noqa: E402
 
-from agent.errors import RetestError  # noqa: E402
 from app_pages import chat, reports, retest, settings_view  # noqa: E402
+from core.errors import RetestError  # noqa: E402
 
 PAGES = {"Chat": chat.render, "Re-test": retest.render, "Reports": reports.render,
          "Settings": settings_view.render}

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.errors import BadInputError
-from agent.settings import Settings
+from core.errors import BadInputError
+from core.settings import Settings
 from tools.paper import Paper, split_version
 
 log = logging.getLogger(__name__)

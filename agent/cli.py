@@ -1,6 +1,6 @@
 """The ``retest`` console script: one typer app; each command group lives in ``agent.commands``.
 
-Errors derived from :class:`agent.errors.RetestError` become one line on stderr and the
+Errors derived from :class:`core.errors.RetestError` become one line on stderr and the
 contract's exit code (2 bad input, 3 degraded, 4 locked, 5 disk full or read-only); nothing
 reaches the user as a traceback unless ``RETEST_DEBUG=1``.
 """
@@ -19,8 +19,8 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb's telemetry
 
 import typer  # noqa: E402
 
-from agent.errors import EXIT_FAILURE, RetestError  # noqa: E402
-from agent.fsutil import as_write_error  # noqa: E402
+from core.errors import EXIT_FAILURE, RetestError  # noqa: E402
+from core.fsutil import as_write_error  # noqa: E402
 
 app = typer.Typer(
     name="retest",

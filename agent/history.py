@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadInputError
-from agent.fsutil import WriteError, atomic_write_json, atomic_write_text
+from core.errors import BadInputError
+from core.fsutil import WriteError, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

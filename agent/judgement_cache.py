@@ -19,8 +19,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agent.fsutil import WriteError
 from agent.history import ReportHistory
+from core.fsutil import WriteError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgements (

@@ -17,8 +17,8 @@ from datetime import date
 
 from pydantic import BaseModel, Field
 
-from agent.errors import BadInputError
 from agent.state import Anchor, Brief, Claim
+from core.errors import BadInputError
 from tools.paper import is_valid_arxiv_id, split_version
 
 log = logging.getLogger(__name__)

@@ -21,15 +21,15 @@ from typing import Any
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agent.changes import diff_reports, render_changes_md
-from agent.errors import EXIT_DEGRADED, EXIT_OK, BadInputError, RetestError
-from agent.fsutil import atomic_write_files, json_text, storage_errors
 from agent.graph import build_graph
 from agent.history import ReportHistory
-from agent.lock import RunLock
 from agent.nodes.context import ProgressEvent, ReportOptions, RunContext
 from agent.parse import parse_prompt
 from agent.report import render_bibtex, render_markdown
-from agent.settings import Settings
+from core.errors import EXIT_DEGRADED, EXIT_OK, BadInputError, RetestError
+from core.fsutil import atomic_write_files, json_text, storage_errors
+from core.lock import RunLock
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from agent.changes import diff_reports, verdicts_changed
-from agent.errors import EXIT_FAILURE, EXIT_LOCKED, BadInputError, LockedError, RetestError
-from agent.fsutil import atomic_write_json
 from agent.history import ReportHistory, parse_time
-from agent.lock import RunLock
-from agent.settings import Settings
+from core.errors import EXIT_FAILURE, EXIT_LOCKED, BadInputError, LockedError, RetestError
+from core.fsutil import atomic_write_json
+from core.lock import RunLock
+from core.settings import Settings
 
 log = logging.getLogger("retest.schedule")
 

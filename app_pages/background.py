@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any
 import streamlit as st
 
 from agent.ask import Answer, stream_answer
-from agent.errors import RetestError
 from app_pages import resources
 from app_pages.render import escape_md, linked_answer
+from core.errors import RetestError
 
 HISTORY_KEY = "chat_messages"
 

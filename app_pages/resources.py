@@ -11,8 +11,8 @@ from typing import Any
 import requests
 import streamlit as st
 
-from agent.settings import Settings, load_settings
 from app_pages.background import RunRegistry
+from core.settings import Settings, load_settings
 
 
 def settings() -> Settings:

@@ -11,11 +11,11 @@ from typing import Any
 
 import streamlit as st
 
-from agent.errors import RetestError
 from agent.parse import parse_prompt
 from app_pages import resources
 from app_pages.background import BackgroundRun
 from app_pages.render import escape_md, md_cell
+from core.errors import RetestError
 
 MAX_PROMPT_BYTES = 64 * 1024
 

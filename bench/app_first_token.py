@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from agent.ask import Answer, build_messages, stream_answer
-from agent.settings import load_settings
+from core.settings import load_settings
 from tools.corpus import iter_corpus
 from tools.llm import make_llm
 from tools.paper_store import PaperStore

@@ -274,7 +274,7 @@ def _wait_all(events: list[threading.Event], timeout_s: float) -> None:
 def expected_retrieved(questions: list[str]) -> dict[str, set[str]]:
     """Return the ids ``agent.ask.retrieve`` finds for each question (what the app retrieves)."""
     from agent.ask import check_question, retrieve
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from tools.paper_store import PaperStore
 
     settings = load_settings()

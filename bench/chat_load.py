@@ -59,7 +59,7 @@ def chat_load(n_papers: int, n_questions: int) -> Iterator[ChatLoad]:
         sys.exit(f"needs {CORPUS}")
     if n_questions > n_papers:
         sys.exit(f"--papers must be at least {n_questions} (one paper per question)")
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from tools.corpus import iter_corpus
     from tools.paper_store import PaperStore
     from tools.vllm_server import EmbeddedServer

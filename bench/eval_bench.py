@@ -26,7 +26,7 @@ from openai import OpenAI
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from agent.settings import load_settings  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from evals.datasets import load_gsm8k  # noqa: E402
 from evals.runner import GenerationSettings, OpenAISampler, Task, run_eval  # noqa: E402
 from evals.scoring import format_prompt  # noqa: E402

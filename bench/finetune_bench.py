@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.settings import load_settings
+from core.settings import load_settings
 from evals import contamination as cont
 from evals.finetune import FinetuneParams, finetune
 from evals.items import Item

@@ -10,7 +10,7 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from agent.settings import load_settings
+from core.settings import load_settings
 from tools.llm import make_llm
 
 TOPICS = ["memorization", "deduplication", "fine-tuning", "DPO", "GRPO", "retrieval",

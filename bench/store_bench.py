@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from tqdm import tqdm  # noqa: E402
 
-from agent.settings import load_settings  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 from tools.corpus import CorpusReport, iter_corpus  # noqa: E402
 from tools.paper_store import PaperStore  # noqa: E402
 

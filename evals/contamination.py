@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from evals import scoring
 from evals.items import Item
 

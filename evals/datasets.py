@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from evals.items import Item
 
 _GSM8K_ANSWER = re.compile(r"####\s*(.+?)\s*$")

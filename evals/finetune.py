@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.errors import BadInputError
-from agent.fsutil import atomic_write_json
-from agent.settings import Settings
+from core.errors import BadInputError
+from core.fsutil import atomic_write_json
+from core.settings import Settings
 from tools.embedded_models import EMBEDDED_MODELS, prepare_model
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agent.fsutil import atomic_write_bytes, atomic_write_text
+from core.fsutil import atomic_write_bytes, atomic_write_text
 
 RULE = ("supports_claim is true when the 95% CI of the memorization gap lies above 0, false when "
         "it lies below 0 or inside +-5 points with power to see a 10-point gap, else null "

@@ -11,7 +11,6 @@ sample size is fine: samples are nested, so a larger one reuses every line).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadInputError, LockedError
-from agent.fsutil import atomic_write_text, storage_errors
-from agent.settings import Settings
+from core.errors import BadInputError
+from core.fsutil import atomic_write_text, storage_errors
+from core.lock import FileLock
+from core.settings import Settings
 from evals import stats
 from evals.datasets import load_dataset, seeded_split
 from evals.items import Item
@@ -164,18 +164,10 @@ def correctness_table(records: list[dict[str, Any]],
     return table
 
 
-@contextlib.contextmanager
-def _run_lock(out_dir: Path) -> Iterator[None]:
+def output_lock(out_dir: Path) -> FileLock:
+    """Return the lock that keeps a second eval from writing into ``out_dir`` at the same time."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / ".lock").open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"another eval is writing to {out_dir}") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(out_dir / ".lock", f"eval writing to {out_dir}")
 
 
 def results_fingerprint(spec: EvalSpec) -> str:
@@ -223,7 +215,7 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
     out = Path(out_dir) if out_dir else settings.data_dir / "evals" / loaded.source.stem
     timed = Stages()
     # A full or read-only output folder is one line naming the file (results.jsonl, run.json).
-    with storage_errors(out), _run_lock(out):
+    with storage_errors(out), output_lock(out):
         _check_same_spec(out, loaded)
         with timed("load"):
             train, test = load_items(loaded)

@@ -14,8 +14,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from agent.fsutil import atomic_write_text
-from agent.settings import Settings
+from core.fsutil import atomic_write_text
+from core.settings import Settings
 from evals import contamination as cont
 from evals import selfverify, stats
 from evals.pipeline import Stages

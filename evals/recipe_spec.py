@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from evals.finetune import FinetuneParams
 from evals.spec import (
     SPECS_DIR,

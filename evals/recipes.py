@@ -18,14 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import BadInputError
-from agent.fsutil import atomic_write_text, storage_errors
-from agent.settings import Settings
+from core.errors import BadInputError
+from core.fsutil import atomic_write_text, storage_errors
+from core.settings import Settings
 from evals import contamination as cont
 from evals.datasets import load_dataset, seeded_split
 from evals.finetune import FinetuneParams, FinetuneResult, finetune, resolve_base_model
 from evals.items import Item
-from evals.pipeline import Stages, _finite, _run_lock
+from evals.pipeline import Stages, _finite, output_lock
 from evals.recipe_spec import LoadedRecipe, RecipeSpec, load_recipe
 from evals.runner import GenerationSettings, OpenAISampler, Task, read_results, run_eval
 from tools.embedded_models import EMBEDDED_MODELS
@@ -189,7 +189,7 @@ def run_recipe(spec_path: str | Path, out_dir: str | Path | None, settings: Sett
               "self_verification": recipe_runs.self_verification}[loaded.spec.recipe]
     timed = Stages()
     # A full or read-only output folder is one line naming the file, as for an evaluation.
-    with storage_errors(out), _run_lock(out):
+    with storage_errors(out), output_lock(out):
         _check_same_recipe(out, loaded)
         summary = runner(loaded, out, settings, timed, limit=limit, progress=progress)
         summary.update({

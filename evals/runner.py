@@ -31,8 +31,8 @@ import requests
 from openai import OpenAI
 from tqdm import tqdm
 
-from agent.errors import ServiceError
-from agent.fsutil import WriteError
+from core.errors import ServiceError
+from core.fsutil import WriteError
 from evals import scoring
 from evals.items import Item
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from tools.embedded_models import EMBEDDED_MODELS
 
 REPO = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ def seed_prompt() -> Path:
 
 
 def _embedded_base_url(model_key: str) -> str:
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from tools.vllm_server import EmbeddedServer
 
     settings = load_settings(data_dir=REPO / ".retest")

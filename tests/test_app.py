@@ -159,7 +159,7 @@ def small_store(llm_env: Path, shared_data: Path, monkeypatch: pytest.MonkeyPatc
     """120 real corpus records: in a JSONL file (RETEST_CORPUS) and in the tmp paper store."""
     import gzip
 
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from tools.corpus import iter_corpus
     from tools.paper_store import PaperStore
 

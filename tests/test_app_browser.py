@@ -31,7 +31,7 @@ pytestmark = [
 @pytest.fixture()
 def app_url(llm_env: Path, shared_data: Path, tmp_path: Path) -> Iterator[str]:
     """A real ``streamlit run app.py`` over a small real store and one finished report."""
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from tools.corpus import iter_corpus
     from tools.paper_store import PaperStore
 

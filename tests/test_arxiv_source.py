@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from atom_http import send_atom
 
-from agent.errors import BadInputError
-from agent.settings import ArxivSettings, load_settings
+from core.errors import BadInputError
+from core.settings import ArxivSettings, load_settings
 from tools.arxiv_source import (
     ArxivBadRequest,
     ArxivSource,

@@ -22,7 +22,7 @@ from agent.ask import (
     pick_evidence,
     stream_answer,
 )
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from tools.paper import Paper
 
 CORPUS = "arxiv/arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz"
@@ -132,7 +132,7 @@ class _ListStore:
 
 
 def test_streamed_pieces_never_show_an_invented_id(isolated_env: Path):
-    from agent.settings import load_settings
+    from core.settings import load_settings
 
     paper = _paper("2501.01234", "Real", "Deduplication lowers scores.")
     llm = _ScriptedLLM("It lowers scores [arXiv:2501.01234] and [arXiv:2609.99999] says "
@@ -150,7 +150,7 @@ def test_streamed_pieces_never_show_an_invented_id(isolated_env: Path):
 
 
 def test_empty_store_is_bad_input(isolated_env: Path):
-    from agent.settings import load_settings
+    from core.settings import load_settings
 
     with pytest.raises(BadInputError, match="store is empty"):
         list(stream_answer("q?", load_settings(), llm=_ScriptedLLM(""), store=_ListStore([])))
@@ -161,7 +161,7 @@ def test_empty_store_is_bad_input(isolated_env: Path):
 @pytest.fixture()
 def small_store(llm_env: Path, shared_data: Path):
     """A chromadb store in tmp holding 300 real corpus records."""
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from tools.corpus import iter_corpus
     from tools.paper_store import PaperStore
 
@@ -174,7 +174,7 @@ def small_store(llm_env: Path, shared_data: Path):
 @pytest.mark.shared
 def test_real_answer_cites_only_retrieved_papers(small_store):
     from agent.ask import answer_question
-    from agent.settings import load_settings
+    from core.settings import load_settings
 
     answer = answer_question("How do large language models handle reasoning benchmarks?",
                              load_settings(), store=small_store, k=4)

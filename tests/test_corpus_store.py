@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.errors import BadInputError
-from agent.settings import Settings, load_settings
+from core.errors import BadInputError
+from core.settings import Settings, load_settings
 from tools.corpus import CorpusReport, iter_corpus
 from tools.paper import Paper
 from tools.paper_cache import PaperCache

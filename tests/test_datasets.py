@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from evals.datasets import (
     gsm8k_final_answer,
     load_bigbench,

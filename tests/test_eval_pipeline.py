@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import load_settings
+from core.settings import load_settings
 from evals.pipeline import run_spec
 
 REPO = Path(__file__).resolve().parents[1]

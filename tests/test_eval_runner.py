@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.errors import ServiceError
+from core.errors import ServiceError
 from evals.items import Item
 from evals.runner import (
     GenerationSettings,

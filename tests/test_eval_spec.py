@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from evals.spec import list_shipped_specs, load_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from evals import contamination as cont
 from evals import scoring
 from evals.items import Item
@@ -240,7 +240,7 @@ def test_finetune_command_refuses_a_plain_eval_spec(capsys: pytest.CaptureFixtur
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A real LoRA SFT run of a few steps on SmolLM2-135M with two planted test items."""
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from evals.finetune import FinetuneParams, finetune
 
     repo = Path(__file__).resolve().parents[1]
@@ -362,7 +362,7 @@ def test_tiny_dpo_run_raises_the_preference_for_chosen_answers(
     """A real trl DPO run of a few steps: the manifest says DPO and the chosen-minus-rejected
     log-probability margin of the trained rows grows against the untuned base model. Training
     prints nothing on stdout (it carries `retest eval --json`)."""
-    from agent.settings import load_settings
+    from core.settings import load_settings
     from evals.finetune import FinetuneParams, finetune, resolve_base_model
 
     settings = load_settings(data_dir=Path(__file__).resolve().parents[1] / ".retest")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BadInputError
 from agent.history import ReportHistory
 from agent.judgement_cache import JudgementCache, eval_key, incremental_since, is_live_source
+from core.errors import BadInputError
 
 SHA = "b" * 64
 REPO = Path(__file__).resolve().parents[1]

@@ -18,7 +18,7 @@ from test_arxiv_source import EMPTY, ReplayServer
 
 from agent.nodes.context import ReportOptions
 from agent.run import run_report
-from agent.settings import load_settings
+from core.settings import load_settings
 
 RECORDED_SEARCH = "q_testing_s0_m10_bc5a6c384fe9.xml"  # ten real papers, 2020-2024
 

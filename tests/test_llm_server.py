@@ -13,7 +13,7 @@ import pytest
 import requests
 from pydantic import BaseModel, Field
 
-from agent.settings import load_settings
+from core.settings import load_settings
 from tools.llm import make_llm
 from tools.paper import is_valid_arxiv_id, normalize_arxiv_id, split_version
 from tools.vllm_server import EmbeddedServer, port_is_free

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from tmpfs import mounted_tmpfs
 
-from agent.errors import EXIT_LOCKED, LockedError
-from agent.fsutil import WriteError, atomic_write_json, atomic_write_text
-from agent.lock import RunLock, pid_alive
+from core.errors import EXIT_LOCKED, LockedError
+from core.fsutil import WriteError, atomic_write_json, atomic_write_text
+from core.lock import RunLock, pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 
 _HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from agent.lock import RunLock
+    from core.lock import RunLock
     with RunLock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(float(sys.argv[2]))
@@ -97,7 +97,7 @@ def test_different_lock_names_do_not_conflict(tmp_path: Path) -> None:
 
 _WRITER = textwrap.dedent("""
     import sys
-    from agent.fsutil import atomic_write_text
+    from core.fsutil import atomic_write_text
     path = sys.argv[1]
     print("ready", flush=True)
     i = 0

@@ -25,9 +25,9 @@ from eval_specs import write_tiny_quartz_spec
 from report_harness import FAKE_CLI, cli_env, report_args, stable_md, stable_report
 from tmpfs import PAGE, Tmpfs, mounted_tmpfs
 
-from agent.errors import EXIT_STORAGE
-from agent.fsutil import WriteError, atomic_write_files, atomic_write_text, storage_errors
 from agent.judgement_cache import JudgementCache
+from core.errors import EXIT_STORAGE
+from core.fsutil import WriteError, atomic_write_files, atomic_write_text, storage_errors
 from evals.runner import ResultWriter, read_results
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from report_fakes import FakeLLM
 
 from agent.cli import main
-from agent.errors import ServiceError
-from agent.settings import load_settings
+from core.errors import ServiceError
+from core.settings import load_settings
 
 SPACING = 0.1
 RECORDED = "q_testing_s0_m10_bc5a6c384fe9.xml"  # a real 10-entry API answer

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.cli import main
-from agent.errors import BadInputError
 from agent.parse import MAX_CLAIMS, parse_prompt
+from core.errors import BadInputError
 from evals.spec import load_spec
 from tools.corpus import CorpusReport, iter_corpus
 from tools.paper import Paper

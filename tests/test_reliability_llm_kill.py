@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from agent.nodes.context import ReportOptions
-from agent.settings import load_settings
+from core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = Path(__file__).resolve().parent / "hostile"

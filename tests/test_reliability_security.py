@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.settings import load_settings
+from core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ["agent", "tools", "evals", "app.py", "app_pages"]
@@ -102,8 +102,8 @@ def test_api_key_comes_from_env_only_and_is_never_shown(isolated_env: Path, tmp_
                                                          monkeypatch) -> None:
     """Secrets only from env, never logged: the key is a SecretStr (absent from repr and dumps);
     retest.toml may not hold it; an eval spec names a variable instead of holding a key."""
-    from agent.errors import BadInputError
-    from agent.settings import load_settings
+    from core.errors import BadInputError
+    from core.settings import load_settings
     from evals.spec import ModelSpec
 
     canary = "sk-canary-7f3a9c"

@@ -16,7 +16,7 @@ from report_fakes import FakeLLM
 
 from agent.cli import main
 from agent.nodes.context import CancelledError, ReportOptions
-from agent.settings import load_settings
+from core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS_NAME = "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz"

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.errors import BadInputError
 from agent.grounding import REMOVED_MARK, find_arxiv_ids, ground_markdown, strip_ungrounded
 from agent.nodes.synthesis import decide_verdict
 from agent.parse import parse_date_range, parse_prompt, parse_with_fallback
+from core.errors import BadInputError
 
 
 def test_seed_prompt(seed_prompt):

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from agent.errors import BadInputError
-from agent.fsutil import atomic_write_json, atomic_write_text
 from agent.history import ReportHistory
-from agent.lock import RunLock
 from agent.nodes.context import CancelledError
 from agent.scheduler import ScheduleConfig, Scheduler, parse_duration, prompt_sha256
-from agent.settings import load_settings
+from core.errors import BadInputError
+from core.fsutil import atomic_write_json, atomic_write_text
+from core.lock import RunLock
+from core.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPT = "Research prompt.\nClaim: contamination inflates benchmark scores (2024).\n"
@@ -187,7 +187,7 @@ def test_once_while_another_run_holds_the_lock_exits_4(tmp_path: Path) -> None:
     run = RecordingRun(tmp_path / "data", ["holds"])
     scheduler = _scheduler(tmp_path, run, every_s=60, once=True)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom agent.lock import RunLock\n"
+        [sys.executable, "-c", "import sys, time\nfrom core.lock import RunLock\n"
          "with RunLock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
          str(tmp_path / "data")], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -259,7 +259,7 @@ _DEGRADED_ONCE = textwrap.dedent("""
     from types import SimpleNamespace
     import agent.run
     from agent import cli
-    from agent.fsutil import atomic_write_json, atomic_write_text
+    from core.fsutil import atomic_write_json, atomic_write_text
 
     def degraded_run(prompt_text, settings, out_dir, **kwargs):
         report = {"prompt_sha256": "c" * 64, "generated_at": "2026-11-29T00:00:00+00:00",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import BadInputError
-from agent.settings import ARXIV_MIN_SPACING_S, load_settings
+from core.errors import BadInputError
+from core.settings import ARXIV_MIN_SPACING_S, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,8 +22,8 @@ import requests
 from arxiv import _feed  # the package's own Atom parser; public API only returns Results
 from lxml import etree
 
-from agent.errors import BadInputError, ServiceError
-from agent.settings import Settings
+from core.errors import BadInputError, ServiceError
+from core.settings import Settings
 from tools.paper import Paper, is_valid_arxiv_id, normalize_arxiv_id, split_version
 from tools.paper_cache import PaperCache, query_key
 

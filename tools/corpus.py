@@ -28,7 +28,7 @@ from typing import Any
 
 from lxml import etree
 
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from tools.paper import Paper, is_valid_arxiv_id, split_version
 
 logger = logging.getLogger(__name__)

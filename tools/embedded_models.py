@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import ServiceError
+from core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import openai
 from openai import OpenAI
 from pydantic import BaseModel, ValidationError
 
-from agent.errors import ServiceError
-from agent.settings import Settings
+from core.errors import ServiceError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

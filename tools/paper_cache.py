@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 
-from agent.settings import Settings
+from core.settings import Settings
 from tools.paper import Paper
 
 CACHE_FILENAME = "arxiv_cache.sqlite"

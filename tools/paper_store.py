@@ -32,8 +32,8 @@ from chromadb.config import Settings as ChromaSettings
 from chromadb.utils.embedding_functions import register_embedding_function
 from tqdm import tqdm
 
-from agent.errors import BadInputError, ServiceError
-from agent.settings import Settings
+from core.errors import BadInputError, ServiceError
+from core.settings import Settings
 from tools.paper import Paper, is_valid_arxiv_id, split_version
 
 logger = logging.getLogger(__name__)

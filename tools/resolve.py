@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from agent.settings import Settings
+from core.settings import Settings
 from tools.arxiv_source import ArxivBadRequest, ArxivSource, ArxivUnavailable
 from tools.corpus import iter_corpus
 from tools.paper import Paper, is_valid_arxiv_id, split_version

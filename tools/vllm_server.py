@@ -10,7 +10,6 @@ serializes starts, so two commands never launch two servers for the same model.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -19,14 +18,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import requests
 
-from agent.errors import ServiceError
-from agent.settings import Settings
+from core.errors import ServiceError
+from core.lock import FileLock
+from core.settings import Settings
 from tools.embedded_models import EmbeddedModel, get_embedded_model, prepare_model
 
 log = logging.getLogger(__name__)
@@ -240,15 +239,11 @@ class EmbeddedServer:
         tmp.write_text(json.dumps(asdict(record)))
         tmp.replace(self.record_path)
 
-    @contextlib.contextmanager
-    def _start_lock(self) -> Iterator[None]:
+    def _start_lock(self) -> FileLock:
+        # Waiting, not failing: a second command that needs the same server waits for the first
+        # one's start and then finds the server running.
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with (self.state_dir / f"{self.model.key}.lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return FileLock(self.state_dir / f"{self.model.key}.lock", "server start", wait=True)
 
 
 def _pid_alive(pid: int) -> bool:

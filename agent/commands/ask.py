@@ -10,7 +10,7 @@ import typer
 
 from agent.ask import Answer, check_question, stream_answer
 from agent.commands.common import print_json, settings_from_flags
-from agent.errors import BadInputError
+from core.errors import BadInputError
 
 
 def ingest_corpus(path: Path, settings: object) -> int:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 
 def settings_from_flags(*, offline: bool | None = None, corpus: Path | None = None,

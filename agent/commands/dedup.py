@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.commands.common import print_json
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from evals.datasets import read_jsonl
 from evals.dedup import label_test_items
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.commands.common import print_json, settings_from_flags
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from tools.paper import Paper
 
 

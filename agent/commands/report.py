@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from agent.commands.common import settings_from_flags
-from agent.errors import EXIT_DEGRADED, BadInputError
 from agent.nodes.context import ProgressEvent, ReportOptions
 from agent.parse import parse_prompt
+from core.errors import EXIT_DEGRADED, BadInputError
 
 
 def _read_prompt(path: Path) -> str:

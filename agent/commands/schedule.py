@@ -16,7 +16,6 @@ from typing import Annotated
 import typer
 
 from agent.commands.common import settings_from_flags
-from agent.errors import BadInputError
 from agent.scheduler import (
     EXIT_INTERRUPTED,
     ScheduleConfig,
@@ -25,6 +24,7 @@ from agent.scheduler import (
     parse_notify,
     use_json_logs,
 )
+from core.errors import BadInputError
 
 
 def schedule(

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from agent.commands.common import settings_from_flags
-from agent.errors import BadInputError
+from core.errors import BadInputError
 from tools.embedded_models import EMBEDDED_MODELS, prepare_model
 from tools.vllm_server import EmbeddedServer
 

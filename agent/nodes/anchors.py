@@ -12,11 +12,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from agent.errors import RetestError
 from agent.nodes.context import RunContext
 from agent.nodes.search import _open_store, to_record
-from agent.settings import Settings
 from agent.state import AgentState, Anchor, AnchorResult
+from core.errors import RetestError
+from core.settings import Settings
 from tools.resolve import resolve_paper
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from agent.errors import RetestError
 from agent.nodes.context import RunContext
 from agent.parse import parse_prompt, parse_with_fallback
 from agent.state import AgentState, InputState, PlanTask
+from core.errors import RetestError
 
 
 def parse(state: InputState, runtime: Runtime[RunContext]) -> dict[str, Any]:

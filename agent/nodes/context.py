@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from agent.errors import RetestError, ServiceError
-from agent.settings import Settings
+from core.errors import RetestError, ServiceError
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from langgraph.runtime import Runtime
 from langgraph.types import Send
 from pydantic import BaseModel, Field
 
-from agent.errors import RetestError
 from agent.grounding import strip_ungrounded
 from agent.judgement_cache import JudgementCache
 from agent.nodes.context import RunContext
 from agent.prompts import judge_messages
 from agent.state import AgentState, Evidence, JudgeTask
+from core.errors import RetestError
 
 log = logging.getLogger(__name__)
 

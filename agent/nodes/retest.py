@@ -23,11 +23,11 @@ from typing import Any, Literal
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, create_model
 
-from agent.errors import RetestError
 from agent.nodes.context import RunContext
 from agent.nodes.search import keywords
 from agent.prompts import retest_choice_messages
 from agent.state import AgentState, Claim, Retest, RetestPlan
+from core.errors import RetestError
 from evals.pipeline import run_spec
 from evals.recipe_spec import TRAINING_RECIPES
 

@@ -21,13 +21,13 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 from tqdm import tqdm
 
-from agent.errors import RetestError
 from agent.history import ReportHistory
 from agent.judgement_cache import incremental_since
 from agent.nodes.context import RunContext
 from agent.prompts import query_plan_messages
 from agent.report import prompt_sha256
 from agent.state import AgentState, Claim, PaperRecord, PlanTask
+from core.errors import RetestError
 from tools.arxiv_source import ArxivSource, ArxivUnavailable
 from tools.corpus import iter_corpus
 from tools.paper import Paper

@@ -22,11 +22,11 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from agent.errors import RetestError
 from agent.grounding import strip_ungrounded
 from agent.nodes.context import RunContext
 from agent.prompts import research_question_messages
 from agent.state import AgentState, Evidence, Retest, Tension, VerdictLabel
+from core.errors import RetestError
 
 log = logging.getLogger(__name__)
 

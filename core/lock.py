@@ -1,10 +1,13 @@
-"""One run at a time per data directory: a lock file that records who holds it.
+"""The project's one file lock: one holder at a time, and a lock file that says who holds it.
 
-The lock is an advisory ``flock`` on ``<data_dir>/locks/<name>.lock``; the file also records the
+:class:`FileLock` is an advisory ``flock`` on any path; :class:`RunLock` is the data directory's
+case, ``<data_dir>/locks/<name>.lock``. An eval's output folder and the embedded server's start
+use ``FileLock`` too, so there is one implementation of locking. The file also records the
 holder's pid, host and start time so a refused run can say who holds it. ``flock`` is released by
 the kernel when its holder dies, so a lock file left behind by a killed run (a dead pid) is simply
-taken over. A second concurrent run fails at once with :class:`agent.errors.LockedError` (exit 4)
-instead of waiting: cron and systemd would otherwise pile up blocked runs.
+taken over. By default a second concurrent holder fails at once with
+:class:`core.errors.LockedError` (exit 4) instead of waiting: cron and systemd would otherwise pile
+up blocked runs. ``wait=True`` blocks instead (a server start that another process is doing).
 
 The lock is re-entrant within one process (the scheduler holds it and the report it starts may
 take it again); nested acquisitions are counted and only the outermost release unlocks.
@@ -23,8 +26,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from agent.errors import LockedError
-from agent.fsutil import WriteError
+from core.errors import LockedError
+from core.fsutil import WriteError
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +49,19 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-class RunLock:
-    """Context manager holding ``<data_dir>/locks/<name>.lock`` for the duration of a run.
+class FileLock:
+    """Context manager holding the lock file ``path`` for the duration of a ``with`` block.
 
-    ``with RunLock(data_dir):`` raises LockedError (exit 4) at once when another live process
-    holds the same lock; a lock file whose holder is gone is taken over with a log line.
+    ``name`` says what is locked in the refusal message ("another retest <name> is in
+    progress"). With ``wait=False`` it raises LockedError (exit 4) at once when another live
+    process holds the lock; with ``wait=True`` it blocks until that holder releases it. A lock
+    file whose holder is gone is taken over with a log line.
     """
 
-    def __init__(self, data_dir: Path | str, name: str = "run") -> None:
-        self.path = Path(data_dir) / "locks" / f"{name}.lock"
+    def __init__(self, path: Path | str, name: str, *, wait: bool = False) -> None:
+        self.path = Path(path)
         self.name = name
+        self.wait = wait
 
     def holder(self) -> dict | None:
         """Return the metadata recorded by the current (or last) holder, or None."""
@@ -76,6 +82,12 @@ class RunLock:
         except OSError as exc:
             raise WriteError(f"cannot create lock directory {self.path.parent}: "
                              f"{exc.strerror}") from exc
+        if self.wait:
+            # A waiting lock is not re-entrant: each holder has its own descriptor, and flock
+            # makes two descriptors block each other even inside one process (two app threads
+            # starting the same server wait for each other rather than both proceeding).
+            self._fd = self._lock_fd()
+            return
         key = self.path.parent.resolve() / self.path.name
         with _HELD_GUARD:
             if key in _HELD:
@@ -87,6 +99,11 @@ class RunLock:
 
     def release(self) -> None:
         """Release one level of the lock; the outermost release unlocks and removes the file."""
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            self._fd = None
+            self._unlock(fd)
+            return
         key = getattr(self, "_key", None)
         with _HELD_GUARD:
             if key not in _HELD:
@@ -96,12 +113,15 @@ class RunLock:
                 _HELD[key] = (fd, depth - 1)
                 return
             del _HELD[key]
-            # Unlink while still holding the flock: a waiter that opened the old inode will see
-            # it no longer matches the path and retry on a fresh file.
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+        self._unlock(fd)
+
+    def _unlock(self, fd: int) -> None:
+        # Unlink while still holding the flock: a waiter that opened the old inode will see it
+        # no longer matches the path and retry on a fresh file.
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
     def _lock_fd(self) -> int:
         for _ in range(50):
@@ -110,7 +130,7 @@ class RunLock:
             except OSError as exc:
                 raise WriteError(f"cannot open lock file {self.path}: {exc.strerror}") from exc
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 raise LockedError(self._held_message()) from None
@@ -160,10 +180,21 @@ class RunLock:
         return (f"another retest {self.name} is in progress ({who}{since}); lock file {self.path}"
                 f" — wait for it to finish")
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> FileLock:
         self.acquire()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+class RunLock(FileLock):
+    """The data directory's lock ``<data_dir>/locks/<name>.lock``: one run of ``name`` at a time.
+
+    ``with RunLock(data_dir):`` raises LockedError (exit 4) at once when another live process
+    holds it; see :class:`FileLock`.
+    """
+
+    def __init__(self, data_dir: Path | str, name: str = "run") -> None:
+        super().__init__(Path(data_dir) / "locks" / f"{name}.lock", name)

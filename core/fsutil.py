@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from agent.errors import EXIT_STORAGE, RetestError
+from core.errors import EXIT_STORAGE, RetestError
 
 # OS errors that mean "this storage cannot take the write", as opposed to a bug.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
