@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.grounding import ground_markdown, strip_ungrounded
 from agent.state import AgentState
-from evals.outputs import render_any_summary
+from evals.dispatch import render_any_summary
 
 EMBEDDED_WARNING = (
     "> **Warning:** judged by the embedded {model} model: its summaries and stances are a smoke "

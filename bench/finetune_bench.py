@@ -1,6 +1,6 @@
 """Training throughput of the fine-tuning recipes: tokens/s of LoRA SFT, full SFT and LoRA DPO.
 
-Runs :func:`evals.finetune.finetune` on the same synthetic arithmetic items in each mode (DPO's
+Runs :func:`evals.recipes.finetune.finetune` on the same synthetic arithmetic items in each mode (DPO's
 rejected replies are perturbed answers) and prints training tokens/s of each, with the ratios
 LoRA / full SFT and DPO / LoRA SFT measured in the same run. Not a timed test; numbers depend on
 the machine (and, on a shared machine, on its load).
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from core.settings import load_settings
-from evals import contamination as cont
-from evals.finetune import FinetuneParams, finetune
 from evals.items import Item
+from evals.recipes import contamination as cont
+from evals.recipes.finetune import FinetuneParams, finetune
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -34,15 +34,6 @@ def _ci(ci: list[float | None] | None) -> str:
     return f"[{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
-def render_any_summary(summary: dict[str, Any]) -> str:
-    """Render an evaluation's or a controlled recipe's summary (it has ``recipe``) as Markdown."""
-    if "recipe" in summary:
-        from evals.recipe_runs import render_markdown as render_recipe  # training imports: lazy
-
-        return render_recipe(summary)
-    return render_markdown(summary)
-
-
 def render_markdown(summary: dict[str, Any]) -> str:
     """Render the summary as a short Markdown report (accuracies in percent)."""
     seen, unseen = summary["splits"]["seen"], summary["splits"]["unseen"]

@@ -10,51 +10,31 @@ sample size is fine: samples are nested, so a larger one reuses every line).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import math
 import random
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from core.errors import BadInputError
 from core.fsutil import atomic_write_text, storage_errors
-from core.lock import FileLock
 from core.settings import Settings
 from evals import stats
 from evals.datasets import load_dataset, seeded_split
+from evals.dedup import label_test_items
 from evals.items import Item
 from evals.outputs import write_outputs
 from evals.runner import GenerationSettings, OpenAISampler, Task, read_results, run_eval
 from evals.spec import EvalSpec, LoadedSpec, ModelSpec, load_spec, spec_summary
+from evals.stages import Stages, finite, output_lock
+from evals.variants import VariantReport, make_variants
 from tools.embedded_models import get_embedded_model
+from tools.vllm_server import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
 SEEN_UNSEEN = {"dedup": ("repeated", "novel"), "variants": ("original", "variant")}
-
-
-class Stages:
-    """Time named stages and log each as it ends."""
-
-    def __init__(self) -> None:
-        """Start with no stages timed."""
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        """Time the ``with`` block as stage ``name``."""
-        log.info("stage %s: start", name)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - start, 3)
-            log.info("stage %s: %.2f s", name, self.seconds[name])
 
 
 def load_items(loaded: LoadedSpec) -> tuple[list[Item], list[Item]]:
@@ -80,8 +60,6 @@ def split_test_items(spec: EvalSpec, train: list[Item],
     """
     if spec.split.mode == "variants":
         return {"original": list(test)}, {}
-    from evals.dedup import label_test_items
-
     params = spec.dedup
     result = label_test_items([t.prompt for t in train], [t.prompt for t in test],
                               threshold=params.threshold, num_perm=params.num_perm,
@@ -115,8 +93,6 @@ def build_tasks(spec: EvalSpec, sampled: dict[str, list[Item]]) -> tuple[list[Ta
         tasks = [Task(item, item.id, "original", split)
                  for split, items in sampled.items() for item in items]
         return tasks, {}
-    from evals.variants import VariantReport, make_variants
-
     tasks, report = [], VariantReport()
     for item in sampled["original"]:
         tasks.append(Task(item, item.id, "original", "original"))
@@ -137,8 +113,6 @@ def make_sampler(model: ModelSpec, spec: EvalSpec, settings: Settings) -> OpenAI
                                       seed=spec.seed, stop=list(gen.stop),
                                       timeout_s=gen.timeout_s, max_retries=gen.max_retries)
     if model.endpoint == "embedded":
-        from tools.vllm_server import EmbeddedServer
-
         server = EmbeddedServer(settings, model.model)
         embedded = get_embedded_model(model.model)
         api = model.api if model.api != "auto" else (
@@ -162,12 +136,6 @@ def correctness_table(records: list[dict[str, Any]],
         table.setdefault((record["model"], task.split), {})[task.pair_key] = \
             1.0 if record["correct"] else 0.0
     return table
-
-
-def output_lock(out_dir: Path) -> FileLock:
-    """Return the lock that keeps a second eval from writing into ``out_dir`` at the same time."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(out_dir / ".lock", f"eval writing to {out_dir}")
 
 
 def results_fingerprint(spec: EvalSpec) -> str:
@@ -201,12 +169,6 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
     ``out_dir`` defaults to ``<data_dir>/evals/<spec name>``. ``limit`` caps the items per split
     below the spec's ``sample.per_split``. The summary includes ``supports_claim``.
     """
-    from evals.recipe_spec import is_recipe_file
-
-    if is_recipe_file(spec_path):  # a controlled re-test (fine-tunes its own models)
-        from evals.recipes import run_recipe
-
-        return run_recipe(spec_path, out_dir, settings, limit=limit, progress=progress)
     loaded = load_spec(spec_path)
     spec = loaded.spec
     if limit is not None and limit < 1:
@@ -253,18 +215,7 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
         with timed("write"):
             summary["stages_s"] = timed.seconds
             summary["out_dir"] = str(out.resolve())
-            write_outputs(_finite(summary), out)
+            write_outputs(finite(summary), out)
     log.info("eval %s: supports_claim=%s (%s)", loaded.source.name, summary["supports_claim"],
              out)
-    return _finite(summary)
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities (not valid JSON) with None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return finite(summary)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import BadInputError
+from evals.variants import KINDS
 from tools.embedded_models import EMBEDDED_MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,8 +77,6 @@ class VariantsSpec(_Strict):
 
     @model_validator(mode="after")
     def _known_kinds(self) -> VariantsSpec:
-        from evals.variants import KINDS
-
         unknown = [k for k in self.kinds if k not in KINDS]
         if unknown:
             raise ValueError(f"unknown variant kind(s) {unknown} (known: {', '.join(KINDS)})")
@@ -263,21 +262,3 @@ def spec_summary(loaded: LoadedSpec) -> dict[str, Any]:
 def list_shipped_specs() -> list[Path]:
     """Return the spec files shipped in ``evals/specs`` (for the agent's re-test registry)."""
     return sorted(SPECS_DIR.glob("*.toml"))
-
-
-
-def shipped_spec_index() -> list[dict[str, Any]]:
-    """Describe each shipped spec (path, description, claim kinds) for the re-test registry."""
-    index = []
-    for path in list_shipped_specs():
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        if "recipe" in data:  # a controlled re-test, see evals.recipe_spec
-            from evals.recipe_spec import recipe_index_entry
-
-            index.append(recipe_index_entry(path))
-            continue
-        spec = EvalSpec.model_validate(data)
-        index.append({"path": str(path), "name": path.stem, "description": spec.description,
-                      "claim_kinds": list(spec.claim_kinds), "scoring": spec.scoring,
-                      "split_mode": spec.split.mode})
-    return index

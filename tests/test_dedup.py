@@ -280,7 +280,7 @@ def test_labels_same_with_compiled_kernel(shingle: str, monkeypatch: pytest.Monk
     test = [t if k % 3 else " ".join(t.split()[:-1]) for k, t in enumerate(train[:30])]
     test += [" ".join(rng.choices(vocab, k=12)) for _ in range(30)] + [""]
     plain = label_test_items(train, test, threshold=0.6, shingle=shingle)  # type: ignore[arg-type]
-    monkeypatch.setattr("evals.dedup.JIT_MIN_DOCS", 1)
+    monkeypatch.setattr("evals.dedup.near_dup.JIT_MIN_DOCS", 1)
     jit = label_test_items(train, test, threshold=0.6, shingle=shingle)  # type: ignore[arg-type]
     assert not plain.summary["compiled_kernel"] and jit.summary["compiled_kernel"]
     assert jit.items == plain.items

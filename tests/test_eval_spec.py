@@ -51,7 +51,7 @@ def _retest(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_shipped_specs_load_and_name_their_claims(shared_data: Path) -> None:
-    # Recipe specs (controlled re-tests, evals.recipe_spec) have their own schema and tests.
+    # Recipe specs (controlled re-tests, evals.recipes.spec) have their own schema and tests.
     specs = [p for p in list_shipped_specs() if "recipe" not in tomllib.loads(p.read_text())]
     assert {p.stem for p in specs} >= {"elementary_math_qa_dedup", "quartz_dedup",
                                        "gsm8k_variants"}

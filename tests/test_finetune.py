@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from core.errors import BadInputError
-from evals import contamination as cont
 from evals import scoring
 from evals.items import Item
-from evals.recipe_runs import _dose_summary
-from evals.selfverify import parse_verdict, verification_gap
+from evals.recipes import contamination as cont
+from evals.recipes.analyses import _dose_summary
+from evals.recipes.selfverify import parse_verdict, verification_gap
 
 
 def _items(prefix: str, n: int) -> list[Item]:
@@ -200,7 +200,7 @@ SHIPPED = ["finetune_dose_response", "finetune_sft_vs_dpo", "self_verification_g
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_recipes_validate(name: str, shared_data: Path) -> None:
-    from evals.recipe_spec import is_recipe_file, load_recipe
+    from evals.recipes.spec import is_recipe_file, load_recipe
 
     loaded = load_recipe(name)
     assert loaded.spec.claim_kinds and loaded.spec.description
@@ -241,7 +241,7 @@ def test_finetune_command_refuses_a_plain_eval_spec(capsys: pytest.CaptureFixtur
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A real LoRA SFT run of a few steps on SmolLM2-135M with two planted test items."""
     from core.settings import load_settings
-    from evals.finetune import FinetuneParams, finetune
+    from evals.recipes.finetune import FinetuneParams, finetune
 
     repo = Path(__file__).resolve().parents[1]
     settings = load_settings(data_dir=repo / ".retest")
@@ -278,7 +278,7 @@ def _greedy(folder: Path, prompt: str) -> str:
 @pytest.mark.slow
 @pytest.mark.timeout(2400)  # seconds on an idle machine; a shared 2-core box can take many minutes
 def test_tiny_sft_run_learns_planted_items_and_records_them(tiny_run: dict) -> None:
-    from evals.finetune import finetune, resolve_base_model
+    from evals.recipes.finetune import finetune, resolve_base_model
 
     result, plan = tiny_run["result"], tiny_run["plan"]
     manifest = json.loads((tiny_run["out"] / "manifest.json").read_text())
@@ -363,7 +363,7 @@ def test_tiny_dpo_run_raises_the_preference_for_chosen_answers(
     log-probability margin of the trained rows grows against the untuned base model. Training
     prints nothing on stdout (it carries `retest eval --json`)."""
     from core.settings import load_settings
-    from evals.finetune import FinetuneParams, finetune, resolve_base_model
+    from evals.recipes.finetune import FinetuneParams, finetune, resolve_base_model
 
     settings = load_settings(data_dir=Path(__file__).resolve().parents[1] / ".retest")
     items = [Item(f"d{i}", f"What is {i + 3} times 7?", str(7 * (i + 3))) for i in range(6)]

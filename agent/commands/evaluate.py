@@ -20,10 +20,10 @@ def evaluate(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Run the evaluation in SPEC; write results.jsonl, summary.json, summary.md, accuracy.png."""
-    from evals.pipeline import run_spec  # heavy imports only when the command runs
+    from evals.dispatch import run_spec_file  # heavy imports only when the command runs
 
     settings = settings_from_flags()
-    summary = run_spec(spec, out, settings, limit=limit, progress=not quiet)
+    summary = run_spec_file(spec, out, settings, limit=limit, progress=not quiet)
     if as_json:
         print_json(summary)
         return

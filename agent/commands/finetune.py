@@ -21,8 +21,8 @@ def finetune_command(
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars.")] = False,
 ) -> None:
     """Train (or reuse) every model of SPEC; each gets model/ and manifest.json under --out."""
-    from evals.recipe_spec import load_recipe  # heavy imports only when the command runs
-    from evals.recipes import train_models
+    from evals.recipes.common import train_models
+    from evals.recipes.spec import load_recipe  # heavy imports only when the command runs
 
     settings = settings_from_flags()
     loaded = load_recipe(spec)

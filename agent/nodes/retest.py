@@ -6,7 +6,7 @@ claim kinds share a term with the claim, so a small model cannot attach an unrel
 otherwise the best keyword match is used. Only the cheapest fitting tier is offered (log-likelihood
 evals before generation evals before fine-tuning), since that decides the run time on CPUs.
 Recipes that fine-tune models are left out unless
-``finetune_recipes`` is set. Runs go through ``evals.pipeline.run_spec`` (``retest_items`` items
+``finetune_recipes`` is set. Runs go through ``evals.dispatch.run_spec_file`` (``retest_items`` items
 per split) for at most ``retest_limit`` claims, cheap evaluations first and then in prompt order,
 since each run costs minutes on 2 CPUs. A claim no recipe fits says what a re-test would need.
 """
@@ -28,8 +28,8 @@ from agent.nodes.search import keywords
 from agent.prompts import retest_choice_messages
 from agent.state import AgentState, Claim, Retest, RetestPlan
 from core.errors import RetestError
-from evals.pipeline import run_spec
-from evals.recipe_spec import TRAINING_RECIPES
+from evals.dispatch import run_spec_file
+from evals.recipes.spec import TRAINING_RECIPES
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         ctx.emit("retest", f"{plan['claim_id']}: running {recipe.name}", i, len(queue))
         try:
             work_dir = _eval_work_dir(ctx, recipe.path)
-            summary = run_spec(recipe.path, work_dir, ctx.settings,
+            summary = run_spec_file(recipe.path, work_dir, ctx.settings,
                                limit=ctx.options.retest_items, progress=False)
             _copy_outputs(work_dir, ctx.out_dir / "retests" / plan["claim_id"])
         except RetestError as exc:

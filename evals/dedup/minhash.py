@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from datasketch import LeanMinHash
 
-from evals.shingles import normalize, shingle_texts
+from evals.dedup.shingles import normalize, shingle_texts
 
 # From this many documents the compiled kernel is worth numba's import and cache load (~1 s).
 JIT_MIN_DOCS = 50_000
@@ -48,13 +48,13 @@ _FMIX = {
 _CHUNK_CELLS = 4_000_000
 
 
-def _load_jit() -> Any:
+def load_jit() -> Any:
     """Return the compiled-kernel module, or None when numba is not installed."""
     try:  # optional: numba ships with the CPU build of vLLM
-        from evals import _minhash_jit
+        from evals.dedup import minhash_jit
     except ImportError:
         return None
-    return _minhash_jit
+    return minhash_jit
 
 
 def permutations(num_perm: int, seed: int, scheme: Scheme = DEFAULT_SCHEME) -> np.ndarray:
@@ -72,7 +72,8 @@ def permutations(num_perm: int, seed: int, scheme: Scheme = DEFAULT_SCHEME) -> n
     return np.array([a, b])
 
 
-def _empty_value(scheme: Scheme) -> np.integer:
+def empty_value(scheme: Scheme) -> np.integer:
+    """Return the value a signature row holds for an empty shingle set under ``scheme``."""
     if scheme == "legacy":
         return _LEGACY_MAX_HASH
     return np.uint32(0xFFFFFFFF) if scheme == "affine32" else np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -106,7 +107,7 @@ def _signatures_chunk(shingle_sets: Sequence[set[str]], perms: np.ndarray,
                       scheme: Scheme) -> np.ndarray:
     """Compute the signatures of one chunk of documents (the vectorized core)."""
     num_perm = perms.shape[1]
-    out = np.full((len(shingle_sets), num_perm), _empty_value(scheme), dtype=_dtype(scheme))
+    out = np.full((len(shingle_sets), num_perm), empty_value(scheme), dtype=_dtype(scheme))
     # Map every shingle occurrence to the index of its distinct string, so each string is hashed
     # once; dict/map/fromiter keep the per-occurrence work in C.
     lengths = np.fromiter(map(len, shingle_sets), dtype=np.int64, count=len(shingle_sets))
@@ -153,8 +154,8 @@ def _signatures_chunk_jit(shingle_sets: Sequence[set[str]], perms: np.ndarray,
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(flat))
     starts = np.cumsum(lengths) - lengths
     doc_of = np.repeat(np.arange(len(shingle_sets), dtype=np.int64), doc_lengths)
-    out = np.full((len(shingle_sets), perms.shape[1]), int(_empty_value(scheme)), dtype=np.uint64)
-    _load_jit().signatures_kernel(np.frombuffer(buf, dtype=np.uint8), starts, lengths, doc_of,
+    out = np.full((len(shingle_sets), perms.shape[1]), int(empty_value(scheme)), dtype=np.uint64)
+    load_jit().signatures_kernel(np.frombuffer(buf, dtype=np.uint8), starts, lengths, doc_of,
                            perms[0].astype(np.uint64), perms[1].astype(np.uint64), out,
                            _SCHEME_CODES[scheme])
     return out.astype(_dtype(scheme), copy=False)
@@ -170,7 +171,7 @@ def _signatures_serial(shingle_sets: Sequence[set[str]], num_perm: int, seed: in
         chunk_docs = max(1, int(_CHUNK_CELLS / (mean_len * num_perm)))
     if use_jit is None:
         use_jit = len(shingle_sets) >= JIT_MIN_DOCS
-    chunk = _signatures_chunk_jit if (use_jit and _load_jit() is not None) else _signatures_chunk
+    chunk = _signatures_chunk_jit if (use_jit and load_jit() is not None) else _signatures_chunk
     parts = [chunk(shingle_sets[i:i + chunk_docs], perms, scheme)
              for i in range(0, len(shingle_sets), chunk_docs)]
     if not parts:
@@ -225,13 +226,13 @@ def text_signatures(texts: Sequence[str], *, n: int = 3, num_perm: int = 128, se
         raise ValueError(f"shingle size must be >= 1, got {n}")
     if use_jit is None:
         use_jit = len(texts) >= JIT_MIN_DOCS
-    jit = _load_jit() if use_jit else None
+    jit = load_jit() if use_jit else None
     if jit is None:
         return minhash_signatures(shingle_texts(texts, n=n, mask_numbers=mask_numbers),
                                   num_perm=num_perm, seed=seed, scheme=scheme, use_jit=False)
     perms = permutations(num_perm, seed, scheme)
     a, b = perms[0].astype(np.uint64), perms[1].astype(np.uint64)
-    out = np.full((len(texts), num_perm), int(_empty_value(scheme)), dtype=np.uint64)
+    out = np.full((len(texts), num_perm), int(empty_value(scheme)), dtype=np.uint64)
     step = 20_000  # bounds the joined buffer; one kernel call per block
     for lo in range(0, len(texts), step):
         block = texts[lo:lo + step]

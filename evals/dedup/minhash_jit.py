@@ -1,7 +1,7 @@
 """Compiled MinHash kernel (numba): SHA-1 of each shingle, datasketch's permutations, row minima.
 
-Optional: :mod:`evals.minhash` uses it for large batches when numba imports (it ships with the CPU
-build of vLLM) and falls back to its numpy path otherwise; both are tested bit-identical to
+Optional: :mod:`evals.dedup.minhash` uses it for large batches when numba imports (it ships with
+the CPU build of vLLM) and falls back to its numpy path otherwise; both are tested bit-identical to
 datasketch. The first call compiles (seconds); ``cache=True`` keeps the machine code in
 ``__pycache__`` for later processes. Python's
 hashlib costs a few hundred nanoseconds per call, mostly object overhead, which made hashing the

@@ -1,10 +1,10 @@
 """Near-duplicate detection between a training side and a test side: shingles, MinHash, LSH.
 
 Stages (each timed in :attr:`DedupResult.summary`): fingerprint (normalize, shingle, MinHash
-signatures: :mod:`evals.shingles`, :mod:`evals.minhash`) -> index (datasketch ``MinHashLSH``
-over the training side) -> query and verify (exact Jaccard on the shingle sets of the proposed
-pairs) -> label. The text and signature functions are re-exported here, so ``evals.dedup`` is the
-one import for dedup work.
+signatures: :mod:`evals.dedup.shingles`, :mod:`evals.dedup.minhash`) -> index (datasketch
+``MinHashLSH`` over the training side) -> query and verify (exact Jaccard on the shingle sets of the
+proposed pairs) -> label. The text and signature functions are re-exported here, so ``evals.dedup``
+is the one import for dedup work.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from typing import Any, Literal
 import numpy as np
 from datasketch import LeanMinHash, MinHashLSH
 
-from evals.minhash import (
+from evals.dedup.minhash import (
     DEFAULT_SCHEME,
     JIT_MIN_DOCS,
     Scheme,
-    _empty_value,
-    _load_jit,
+    empty_value,
     lean_minhashes,
+    load_jit,
     minhash_signatures,
     permutations,
     text_signatures,
 )
-from evals.shingles import (
+from evals.dedup.shingles import (
     char_shingles,
     jaccard,
     normalize,
@@ -150,7 +150,7 @@ def label_test_items(train_texts: Sequence[str], test_texts: Sequence[str], *,
     if shingle not in ("word", "char"):
         raise ValueError(f"shingle must be 'word' or 'char', got {shingle!r}")
     params = {"shingle": shingle, "n": n, "mask_numbers": mask_numbers}
-    use_jit = (len(train_texts) + len(test_texts) >= JIT_MIN_DOCS) and _load_jit() is not None
+    use_jit = (len(train_texts) + len(test_texts) >= JIT_MIN_DOCS) and load_jit() is not None
     if shingle == "word":
         # Signatures straight from the text; shingle sets are built only for the pairs LSH
         # proposes, which is all the exact verification needs.
@@ -164,7 +164,7 @@ def label_test_items(train_texts: Sequence[str], test_texts: Sequence[str], *,
         test_sigs = minhash_signatures(shingle_texts(test_texts, **params), **sig)  # type: ignore[arg-type]
     lap("fingerprint")
     # An empty text has the empty signature and matches nothing: keep it out of every bucket.
-    empty = _empty_value(DEFAULT_SCHEME)
+    empty = empty_value(DEFAULT_SCHEME)
     keep = ~(train_sigs == empty).all(axis=1)
     lsh = build_lsh(train_sigs, threshold=lsh_threshold, seed=seed, keep=keep)
     lap("index")

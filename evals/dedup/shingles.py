@@ -1,6 +1,6 @@
 """Text to shingle sets: normalization, word and character n-grams, exact Jaccard.
 
-Pure functions over strings; :mod:`evals.minhash` fingerprints their output and
+Pure functions over strings; :mod:`evals.dedup.minhash` fingerprints their output and
 :mod:`evals.dedup` compares it.
 """
 

@@ -1,7 +1,7 @@
 """The three recipe runners and their outputs (``summary.json``, ``summary.md``, a plot).
 
 Each runner takes a loaded recipe, the output folder, settings and a stage timer, and returns the
-summary dict; :func:`evals.recipes.run_recipe` adds the spec block and writes it.
+summary dict; :func:`evals.recipes.run.run_recipe` adds the spec block and writes it.
 """
 
 from __future__ import annotations
@@ -16,20 +16,22 @@ from tqdm import tqdm
 
 from core.fsutil import atomic_write_text
 from core.settings import Settings
-from evals import contamination as cont
-from evals import selfverify, stats
-from evals.pipeline import Stages
-from evals.recipe_spec import LoadedRecipe
-from evals.recipes import (
-    _correct,
-    _generation,
+from evals import stats
+from evals.recipes import contamination as cont
+from evals.recipes import selfverify
+from evals.recipes.common import (
+    correct_by_item,
     gap_entry,
+    generation_settings,
     load_items,
     pick_test_items,
     serve,
     train_models,
 )
+from evals.recipes.spec import LoadedRecipe
 from evals.runner import Task, read_results, run_eval
+from evals.stages import Stages
+from evals.variants import make_variants
 from tools.embedded_models import EMBEDDED_MODELS
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ def _run_models(loaded: LoadedRecipe, tasks: list[Task], models: dict[str, Path 
     """Serve each model in turn (fine-tuned folders stopped after use) and answer ``tasks``."""
     spec = loaded.spec
     for name, ref in models.items():
-        with timed(f"run:{name}"), serve(settings, ref, name, _generation(spec)) as sampler:
+        with timed(f"run:{name}"), serve(settings, ref, name, generation_settings(spec)) as sampler:
             run_eval(tasks, [sampler], spec.scoring, results,
                      concurrency=spec.generation.concurrency, progress=progress)
 
@@ -112,13 +114,13 @@ def _dose_summary(records: list[dict[str, Any]], plan: cont.ContaminationPlan, m
     }
     for split, keys in (("repeated", rep), ("novel", nov), ("pool", pool)):
         for field, who in (("accuracy", model), ("base_accuracy", "base")):
-            values = list(_correct(records, who, keys).values())
+            values = list(correct_by_item(records, who, keys).values())
             entry[field][split] = stats.accuracy(values, seed=seed)
     if not plan.planted_ids:
         entry["gap"] = {"gap": None, "ci": None, "p_value": None, "supports_claim": None}
         entry["supports_claim"] = None
         return entry
-    table = {(who, split): _correct(records, who, keys)
+    table = {(who, split): correct_by_item(records, who, keys)
              for who in (model, "base") for split, keys in (("repeated", rep), ("novel", nov))}
     summary = stats.summarize(table, seen="repeated", unseen="novel", base="base",
                               fine_tuned=model, seed=seed)
@@ -132,8 +134,6 @@ def _dose_summary(records: list[dict[str, Any]], plan: cont.ContaminationPlan, m
 def sft_vs_dpo(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stages, *,
                limit: int | None, progress: bool) -> dict[str, Any]:
     """Train SFT and DPO on the same items; compare them on novel items and N-1 variants."""
-    from evals.variants import make_variants
-
     spec = loaded.spec
     with timed("load"):
         _, test = load_items(loaded)
@@ -157,7 +157,8 @@ def sft_vs_dpo(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stage
     records = read_results(results)
     splits = {s: [t.pair_key for t in tasks if t.split == s]
               for s in ("novel", "variant", "repeated")}
-    accuracy = {who: {s: stats.accuracy(list(_correct(records, who, k).values()), seed=spec.seed)
+    accuracy = {who: {s: stats.accuracy(list(correct_by_item(records, who, k).values()),
+                                        seed=spec.seed)
                       for s, k in splits.items()} for who in ("base", *names.values())}
     sft, dpo = names["sft"], names["dpo"]
     diffs = {s: _paired(records, dpo, sft, k, spec.seed) for s, k in splits.items()}
@@ -179,7 +180,7 @@ def sft_vs_dpo(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stage
 
 def _paired(records: list[dict[str, Any]], a: str, b: str, keys: list[str],
             seed: int) -> dict[str, Any]:
-    got_a, got_b = _correct(records, a, keys), _correct(records, b, keys)
+    got_a, got_b = correct_by_item(records, a, keys), correct_by_item(records, b, keys)
     both = [k for k in keys if k in got_a and k in got_b]
     return stats.paired_difference([got_a[k] for k in both], [got_b[k] for k in both], seed=seed)
 
@@ -195,7 +196,7 @@ def self_verification(loaded: LoadedRecipe, out: Path, settings: Settings, timed
     ref: str | Path = spec.model.model if spec.model.model in EMBEDDED_MODELS else \
         Path(spec.model.model)
     results, verdicts_path = out / "results.jsonl", out / "verdicts.jsonl"
-    gen = _generation(spec)
+    gen = generation_settings(spec)
     with serve(settings, ref, "answer", gen) as sampler:
         with timed("answer"):
             run_eval(tasks, [sampler], spec.scoring, results,

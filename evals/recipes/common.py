@@ -1,17 +1,16 @@
-"""Run recipe specs: contamination dose-response, SFT vs DPO, and the self-verification gap.
+"""Building blocks of the recipes: items, serving, training and the gap numbers.
 
 Stages read like the eval pipeline's: load -> plan -> train -> serve -> run -> summarize, each
-timed. Fine-tuned models are trained by :mod:`evals.finetune` into ``<out>/models/<label>`` (each
-with its manifest; a finished one is reused), served one at a time through vLLM from their merged
-folders (and stopped afterwards), and answer through :class:`evals.runner.OpenAISampler` into
+timed. Fine-tuned models are trained by :mod:`evals.recipes.finetune` into ``<out>/models/<label>``
+(each with its manifest; a finished one is reused), served one at a time through vLLM from their
+merged folders (and stopped afterwards), and answer through :class:`evals.runner.OpenAISampler` into
 one ``results.jsonl`` (so a rerun resumes). Statistics come from :mod:`evals.stats`;
-``supports_claim`` uses its rule. See :mod:`evals.recipe_spec` for the spec format.
+``supports_claim`` uses its rule. See :mod:`evals.recipes.spec` for the spec format.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 from collections.abc import Iterator
@@ -19,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import BadInputError
-from core.fsutil import atomic_write_text, storage_errors
 from core.settings import Settings
-from evals import contamination as cont
 from evals.datasets import load_dataset, seeded_split
-from evals.finetune import FinetuneParams, FinetuneResult, finetune, resolve_base_model
 from evals.items import Item
-from evals.pipeline import Stages, _finite, output_lock
-from evals.recipe_spec import LoadedRecipe, RecipeSpec, load_recipe
+from evals.recipes import contamination as cont
+from evals.recipes.finetune import FinetuneParams, FinetuneResult, finetune, resolve_base_model
+from evals.recipes.spec import LoadedRecipe, RecipeSpec
 from evals.runner import GenerationSettings, OpenAISampler, Task, read_results, run_eval
 from tools.embedded_models import EMBEDDED_MODELS
+from tools.vllm_server import EmbeddedServer
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,8 @@ def pick_test_items(test: list[Item], n: int, seed: int) -> list[Item]:
     return [by_id[i] for i in cont.rank_ids(list(by_id), seed)[:n]]
 
 
-def _generation(spec: RecipeSpec) -> GenerationSettings:
+def generation_settings(spec: RecipeSpec) -> GenerationSettings:
+    """Return the sampling settings the recipe's spec fixes for every model it queries."""
     gen = spec.generation
     return GenerationSettings(max_tokens=gen.max_tokens, temperature=gen.temperature,
                               seed=spec.seed, stop=list(gen.stop), timeout_s=gen.timeout_s,
@@ -71,8 +70,6 @@ def serve(settings: Settings, model: str | Path, label: str,
     A packaged model uses the shared embedded server (left running for others); a local folder
     gets its own server, stopped by pid when the block ends.
     """
-    from tools.vllm_server import EmbeddedServer
-
     if isinstance(model, str) and model in EMBEDDED_MODELS:
         server = EmbeddedServer(settings, model)
         api = "chat" if server.model.has_chat_template else "completions"
@@ -96,7 +93,7 @@ def _answers(records: list[dict[str, Any]], model: str) -> dict[str, dict[str, A
             if r["model"] == model}
 
 
-def _correct(records: list[dict[str, Any]], model: str, keys: list[str]) -> dict[str, float]:
+def correct_by_item(records: list[dict[str, Any]], model: str, keys: list[str]) -> dict[str, float]:
     """Return ``{pair key: 0/1}`` of ``model`` on the keys it answered."""
     answered = _answers(records, model)
     return {k: 1.0 if answered[k]["correct"] else 0.0 for k in keys if k in answered}
@@ -172,50 +169,10 @@ def _own_outputs(loaded: LoadedRecipe, train: list[Item], test_items: list[Item]
     base = resolve_base_model(settings, spec.finetune.base_model)
     model_ref: str | Path = spec.finetune.base_model if spec.finetune.base_model in \
         EMBEDDED_MODELS else base
-    with serve(settings, model_ref, "base", _generation(spec)) as sampler:
+    with serve(settings, model_ref, "base", generation_settings(spec)) as sampler:
         run_eval(tasks, [sampler], spec.scoring, path, concurrency=spec.generation.concurrency,
                  progress=progress)
     return {str(r["item_id"]): str(r["prediction"]) for r in read_results(path)}
-
-
-def run_recipe(spec_path: str | Path, out_dir: str | Path | None, settings: Settings, *,
-               limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run the recipe at ``spec_path``; write ``summary.json`` (+ md) in ``out_dir``; return it."""
-    loaded = load_recipe(spec_path)
-    out = Path(out_dir) if out_dir else settings.data_dir / "evals" / loaded.source.stem
-    from evals import recipe_runs
-
-    runner = {"dose_response": recipe_runs.dose_response, "sft_vs_dpo": recipe_runs.sft_vs_dpo,
-              "self_verification": recipe_runs.self_verification}[loaded.spec.recipe]
-    timed = Stages()
-    # A full or read-only output folder is one line naming the file, as for an evaluation.
-    with storage_errors(out), output_lock(out):
-        _check_same_recipe(out, loaded)
-        summary = runner(loaded, out, settings, timed, limit=limit, progress=progress)
-        summary.update({
-            "spec": {"path": str(loaded.source), "sha256": loaded.sha256,
-                     "description": loaded.spec.description,
-                     "claim_kinds": loaded.spec.claim_kinds},
-            "recipe": loaded.spec.recipe, "scoring": loaded.spec.scoring,
-            "stages_s": timed.seconds, "out_dir": str(out.resolve()),
-        })
-        summary = _finite(summary)
-        recipe_runs.write_recipe_outputs(summary, out)
-    log.info("recipe %s: supports_claim=%s (%s)", loaded.source.name, summary["supports_claim"],
-             out)
-    return summary
-
-
-def _check_same_recipe(out: Path, loaded: LoadedRecipe) -> None:
-    marker = out / "run.json"
-    if marker.exists():
-        previous = json.loads(marker.read_text()).get("spec_sha256")
-        if previous and previous != loaded.sha256:
-            raise BadInputError(f"{out} holds results of a different spec (or an edited one);"
-                                f" pass another --out")
-    # Atomic, as the evaluation's run.json: a torn marker would make every later run fail.
-    atomic_write_text(marker, json.dumps({"spec_sha256": loaded.sha256,
-                                          "spec": str(loaded.source)}))
 
 
 def gap_entry(summary: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 from core.errors import BadInputError
 from evals import scoring
 from evals.items import Item
+from evals.variants import make_variants
 
 # How a planted item is copied into training data: verbatim, or as a near-copy of one variant kind.
 EXACT = "exact"
@@ -83,8 +84,6 @@ VariantMaker = Callable[[Item, str, int], Item | None]
 
 def variant_copy(item: Item, kind: str, seed: int) -> Item | None:
     """Return the ``kind`` near-copy of ``item`` made by :mod:`evals.variants`, or None."""
-    from evals.variants import make_variants
-
     made = make_variants(item, [kind], seed)
     return made[0].item if made else None
 

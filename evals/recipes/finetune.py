@@ -1,6 +1,6 @@
 """Fine-tune a small causal LM under control: SFT or DPO (trl), LoRA (peft) or full weights.
 
-:func:`finetune` takes conversational rows from :mod:`evals.contamination` (``prompt`` and
+:func:`finetune` takes conversational rows from :mod:`evals.recipes.contamination` (``prompt`` and
 ``completion`` for SFT; ``prompt``, ``chosen`` and ``rejected`` for DPO), trains with fixed seeds
 on a GPU when one is present (else the CPU), merges the LoRA adapter into the weights (a merged
 folder decodes ~3x faster on vLLM-CPU than a live adapter) and saves a servable folder with its

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import BadInputError
-from evals.finetune import FinetuneParams
+from evals.recipes.finetune import FinetuneParams
 from evals.spec import (
     SPECS_DIR,
     DatasetSpec,
@@ -26,6 +26,7 @@ from evals.spec import (
     attach_data_paths,
     validation_one_line,
 )
+from evals.variants import KINDS
 
 RECIPE_KINDS = ("dose_response", "sft_vs_dpo", "self_verification")
 # The recipes that fine-tune their own models (minutes to hours); self_verification only generates.
@@ -37,7 +38,7 @@ class _Strict(BaseModel):
 
 
 class ContaminationSpec(_Strict):
-    """How test items are planted into the training data (see :mod:`evals.contamination`)."""
+    """How test items are planted into the training data (:mod:`evals.recipes.contamination`)."""
 
     doses: list[float] = Field(default_factory=lambda: [0.0, 0.25, 1.0], min_length=1)
     test_items: int = Field(default=60, ge=4)  # test items used: control + pool
@@ -51,8 +52,6 @@ class ContaminationSpec(_Strict):
             raise ValueError("every dose must be between 0 and 1")
         if len(set(self.doses)) != len(self.doses):
             raise ValueError("a dose is listed twice")
-        from evals.variants import KINDS
-
         if self.copy_kind != "exact" and self.copy_kind not in KINDS:
             raise ValueError(f"copy_kind must be 'exact' or one of {', '.join(KINDS)}")
         return self
