@@ -208,3 +208,26 @@ def summarize(correct: dict[tuple[str, str], dict[str, float]], *, seen: str, un
     }
     summary["supports_claim"] = supports_claim(summary)
     return summary
+
+
+def holm(p_values: dict[str, float | None]) -> dict[str, float | None]:
+    """Return Holm's step-down adjusted p-values, keyed like ``p_values``.
+
+    Family: the keys whose p-value is a finite number (None and NaN are passed through as None
+    and do not count towards the family size m). Sorted ascending, the i-th smallest (1-based)
+    gets ``max over j <= i of min(1, (m - j + 1) * p_(j))``, so adjusted values never fall as the
+    raw ones rise, and rejecting where the adjusted p < alpha controls the family-wise error rate
+    at alpha. Ties get equal adjusted values whatever their order.
+    """
+    valid = {k: float(p) for k, p in p_values.items()
+             if p is not None and not math.isnan(float(p))}
+    for key, p in valid.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p-value of {key!r} is {p}, not in [0, 1]")
+    m = len(valid)
+    adjusted: dict[str, float | None] = dict.fromkeys(p_values)
+    running = 0.0
+    for rank, (key, p) in enumerate(sorted(valid.items(), key=lambda kv: kv[1])):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[key] = running
+    return adjusted

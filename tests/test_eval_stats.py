@@ -143,3 +143,35 @@ def test_samples_are_nested_and_sample_size_keeps_fingerprint() -> None:
     two = EvalSpec.model_validate(base | {"sample": {"per_split": 50}})
     other = EvalSpec.model_validate(base | {"scoring": "numeric"})
     assert results_fingerprint(one) == results_fingerprint(two) != results_fingerprint(other)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    # Hand-computed: sorted 0.01, 0.02, 0.04 -> 3 x 0.01, 2 x 0.02, max(0.04, 1 x 0.04).
+    ({"C1": 0.04, "C2": 0.01, "C3": 0.02}, {"C1": 0.04, "C2": 0.03, "C3": 0.04}),
+    # Step-down monotonicity: sorted a, c, b, d: 4 x 0.001 = 0.004; 3 x 0.03 = 0.09;
+    # 2 x 0.04 = 0.08 is raised to 0.09; 1 x 0.5.
+    ({"a": 0.001, "b": 0.04, "c": 0.03, "d": 0.5},
+     {"a": 0.004, "b": 0.09, "c": 0.09, "d": 0.5}),
+    # Capped at 1; None (and NaN) pass through as None and do not count towards m = 2.
+    ({"a": 0.6, "b": None, "c": 0.2, "d": math.nan}, {"a": 0.6, "b": None, "c": 0.4, "d": None}),
+    ({"a": 0.7, "b": 0.8}, {"a": 1.0, "b": 1.0}),
+    # Ties get the same adjusted value.
+    ({"a": 0.01, "b": 0.01}, {"a": 0.02, "b": 0.02}),
+    # One test: no correction.
+    ({"only": 0.03}, {"only": 0.03}),
+    ({}, {}),
+])
+def test_holm_matches_hand_computed_values(raw: dict[str, float | None],
+                                           expected: dict[str, float | None]) -> None:
+    got = stats.holm(raw)
+    assert list(got) == list(raw)
+    for key, value in expected.items():
+        if value is None:
+            assert got[key] is None
+        else:
+            assert got[key] == pytest.approx(value)
+
+
+def test_holm_rejects_an_impossible_p_value() -> None:
+    with pytest.raises(ValueError, match="not in"):
+        stats.holm({"a": 1.5})
