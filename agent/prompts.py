@@ -76,14 +76,17 @@ def retest_choice_messages(claim: Claim, recipes: list[tuple[str, str]]) -> list
     ]
 
 
-def research_question_messages(question: str, evidence_lines: list[str],
-                               tasks: list[str]) -> list[dict[str, str]]:
-    """Ask for two research questions that assume the regime may have moved."""
+def research_question_messages(question: str, evidence_lines: list[str], tasks: list[str],
+                               claims: list[str] | None = None) -> list[dict[str, str]]:
+    """Ask for two research questions from this run's question, claims, evidence and tasks."""
     return [
         {"role": "system", "content": "You propose research questions. " + _DATA_RULE},
         {"role": "user", "content": (
-            "Original question:\n" + quote_data(question, 400) + "\n\nNewer evidence found:\n"
-            + quote_data("\n".join(evidence_lines), 1500)
+            "Original question:\n" + quote_data(question, 400)
+            + ("\n\nDated claims under re-test:\n" + quote_data("\n".join(claims), 1200)
+               if claims else "")
+            + "\n\nEvidence found (papers that bear on the claims):\n"
+            + quote_data("\n".join(evidence_lines) or "none", 1500)
             + ("\n\nThe user's task notes:\n" + quote_data(" ".join(tasks), 800) if tasks else "")
             + "\n\nAssume newer methods may have changed the picture. Propose exactly two "
             "research questions, one sentence each, that the evidence above motivates.")},

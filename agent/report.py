@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.grounding import ground_markdown, strip_ungrounded
-from agent.state import AgentState
+from agent.nodes.synthesis import MIN_COUNTED_EVIDENCE, judge_trust, stance_counts
+from agent.state import AgentState, Evidence
 from evals.dispatch import render_any_summary
 
 EMBEDDED_WARNING = (
@@ -53,11 +54,9 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
             "id": claim["id"], "text": claim["text"], "dated": claim["dated"],
             "date_range": [claim["date_from"], claim["date_to"]],
             "verdict": state.get("verdicts", {}).get(claim["id"], "unresolved"),
-            "evidence": [{"arxiv_id": e["arxiv_id"], "title": papers[e["arxiv_id"]]["title"],
-                          "published": papers[e["arxiv_id"]]["published"] or "",
-                          "stance": e["stance"],
-                          "summary": strip_ungrounded(e["summary"], retrieved)[0]}
-                         for e in evidence],
+            "verdict_reason": state.get("verdict_reasons", {}).get(
+                claim["id"], "no reason recorded (a run from before verdict reasons)"),
+            "evidence": [_evidence_json(e, papers[e["arxiv_id"]], retrieved) for e in evidence],
             "retest": dict(retest) if retest else None,
             "retest_note": note,
         })
@@ -76,6 +75,10 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
     cited += [a["arxiv_id"] for a in anchors if a["status"] == "verified"]
     citations = sorted({c for c in cited if c in retrieved})
     settings = ctx.settings
+    quality = state.get("judge_quality")
+    trust = judge_trust(quality, ctx.model_name)
+    questions = state.get("research_questions", [])[:2]
+    fallback = list(state.get("research_question_fallback") or [])
     return {
         "prompt_sha256": prompt_sha256(state["prompt_text"]),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -86,9 +89,14 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
         "claims": claims_out,
         "anchors": anchors,
         "tensions": tensions,
-        "research_questions": [strip_ungrounded(q, retrieved)[0]
-                               for q in state.get("research_questions", [])][:2],
+        "research_questions": [strip_ungrounded(q, retrieved)[0] for q in questions],
+        "research_questions_fallback": [bool(f) for f in fallback[:len(questions)]]
+        + [False] * (len(questions) - len(fallback)),
         "citations": citations,
+        "judge": {"model": ctx.model_name, "measured": bool(quality),
+                  "decides_verdicts": trust.decides, "reason": trust.reason,
+                  "min_counted_evidence": MIN_COUNTED_EVIDENCE,
+                  "quality": dict(quality) if quality else None},
         "question": state["brief"]["question"],
         "run_id": ctx.run_id,
         "offline": settings.offline,
@@ -96,6 +104,22 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
                         "authors": papers[c]["authors"], "published": papers[c]["published"]}
                        for c in citations],
     }
+
+
+def _evidence_json(e: Evidence, paper: dict[str, Any], retrieved: set[str]) -> dict[str, Any]:
+    """One evidence row of report.json: facts from the paper record, the rest from the judge.
+
+    A record without ``recency`` predates contemporaneous evidence (retrieval then kept only
+    papers newer than the claim), so it reads "newer"; one without ``stance_counts`` counts only
+    for supports/unrelated (:func:`stance_counts`).
+    """
+    quote = e.get("quote")
+    return {"arxiv_id": e["arxiv_id"], "title": paper["title"],
+            "published": paper["published"] or "", "stance": e["stance"],
+            "summary": strip_ungrounded(e["summary"], retrieved)[0],
+            "recency": e.get("recency") or "newer",
+            "quote": strip_ungrounded(quote, retrieved)[0] if quote else None,
+            "stance_counts": stance_counts(e)}
 
 
 def _inert(text: str) -> str:
@@ -117,16 +141,24 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines: list[str] = []
     if is_embedded_model(report["model"]):
         lines += [EMBEDDED_WARNING.format(model=report["model"]), ""]
+    lines += [judge_line(report.get("judge")), ""]
     lines += ["# Re-test report", "", f"**Question:** {_cell(report.get('question', ''))}", ""]
     if report["degraded"]:
         lines += ["**Degraded run:** " + "; ".join(report["degraded"]), ""]
-    lines += ["## Summary", "", "| claim | dated | newer evidence | re-test | verdict |",
+    lines += ["## Summary", "",
+              "| claim | dated | evidence (counted stances) | re-test | verdict |",
               "|---|---|---|---|---|"]
     for c in report["claims"]:
         stances: dict[str, int] = {}
+        uncounted = 0
         for e in c["evidence"]:
-            stances[e["stance"]] = stances.get(e["stance"], 0) + 1
-        ev = ", ".join(f"{n} {s}" for s, n in sorted(stances.items())) or "none found"
+            if _counts(e):
+                stances[e["stance"]] = stances.get(e["stance"], 0) + 1
+            else:
+                uncounted += 1
+        ev = ", ".join(f"{n} {s}" for s, n in sorted(stances.items()))
+        ev += (("; " if ev else "") + f"{uncounted} not counted") if uncounted else ""
+        ev = ev or "none found"
         rt = "none"
         if c["retest"]:
             sc = c["retest"]["supports_claim"]
@@ -136,27 +168,33 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{ev} | {rt} | **{c['verdict']}** |")
     lines.append("")
     for c in report["claims"]:
+        reason = f" Why: {_cell(c['verdict_reason'])}." if c.get("verdict_reason") else ""
         lines += [f"## {c['id']}: {_cell(c['text'])}", "",
-                  f"Dated {_cell(c['dated']) or 'undated'}; verdict **{c['verdict']}**.", ""]
+                  f"Dated {_cell(c['dated']) or 'undated'}; verdict **{c['verdict']}**.{reason}",
+                  ""]
         if c["evidence"]:
-            lines += ["Newer evidence:", ""]
-            for e in c["evidence"]:
-                lines.append(f"- [arXiv:{e['arxiv_id']}](https://arxiv.org/abs/{e['arxiv_id']}) "
-                             f"*{_cell(e['title'])}* ({e['published']}), **{e['stance']}**: "
-                             f"{_cell(e['summary'])}")
+            lines += ["Evidence (newer than the claim, or contemporaneous with its dates):", ""]
+            lines += [_evidence_line(e) for e in c["evidence"]]
             lines.append("")
         else:
-            lines += ["No newer paper matched this claim.", ""]
+            lines += ["No paper matched this claim.", ""]
         if c["retest"]:
             lines += [f"Re-test `{c['retest']['spec']}` (all outputs in `retests/{c['id']}/`):",
                       "", *retest_summary_lines(c["retest"]["summary"]), ""]
         elif c.get("retest_note"):
             lines += [f"Re-test: {c['retest_note']}", ""]
     lines += ["## Tensions (recent work)", ""]
+    if not (report.get("judge") or {}).get("decides_verdicts"):
+        lines += ["Stances below come from a judge whose stances do not decide verdicts (see the "
+                  "judge line at the top).", ""]
     lines += [f"- {_cell(t['text'])}" for t in report["tensions"]] or [
         "- None found in the window."]
     lines += ["", "## Research questions", ""]
-    lines += [f"{i}. {_cell(q)}" for i, q in enumerate(report["research_questions"], 1)]
+    fallback = report.get("research_questions_fallback") or []
+    lines += [f"{i}. {_cell(q)}" + (" *(fallback: built from the claims and the evidence found, "
+                                    "since the model's question was unusable)*"
+                                    if i <= len(fallback) and fallback[i - 1] else "")
+              for i, q in enumerate(report["research_questions"], 1)]
     lines += ["", "## Anchors", "", "| anchor | status | title |", "|---|---|---|"]
     for a in report["anchors"]:
         flag = "" if a["status"] == "verified" else " (flagged: not grounded, not cited)"
@@ -169,11 +207,66 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"- LLM calls: {usage.get('calls', 0)}, tokens: "
               f"{usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} "
               "completion (this process)",
-              "- verdict rule: a significant re-test decides over single papers; otherwise "
-              "stance counts (see agent/nodes/synthesis.py)", ""]
+              "- verdict rule: a controlled re-test with a clear result settles a claim; "
+              "otherwise counted stances decide only when the judge's measured kappa CI lies "
+              f"above 0 and at least {(report.get('judge') or {}).get('min_counted_evidence', 2)}"
+              " counted papers bear on the claim; a relaxing or overturning stance counts only "
+              "with a quote verified in the abstract (see agent/nodes/synthesis.py)", ""]
     anchor_ids = [a["arxiv_id"] for a in report["anchors"]]
     text, _ = ground_markdown("\n".join(lines), report["citations"], anchor_ids)
     return text
+
+
+def judge_line(judge: dict[str, Any] | None) -> str:
+    """Render the one line at the top that states the judge's measured figures, or that none are.
+
+    Every number comes from ``judge.quality`` (measured by ``retest judge-eval``), none from the
+    model.
+    """
+    quality = (judge or {}).get("quality")
+    if not quality:
+        return ("> **Judge unmeasured:** stances do not decide verdicts (measure the judging "
+                "model with `retest judge-eval`).")
+    try:
+        lo, hi = quality["kappa_ci"]
+        figures = (f"{_cell(quality.get('model', '?'))} ({_cell(quality.get('method', '?'))}), "
+                   f"n={quality['n']} hand-labelled rows: accuracy {_num(quality.get('accuracy'))}"
+                   f", macro-F1 {_num(quality.get('macro_f1'))}, kappa {_num(quality['kappa'])} "
+                   f"[{_num(lo)}, {_num(hi)}], majority baseline "
+                   f"{_num(quality.get('majority_baseline'))}")
+    except (KeyError, TypeError, ValueError):
+        return "> **Judge figures incomplete:** stances do not decide verdicts."
+    if (judge or {}).get("decides_verdicts"):
+        verdict_use = "stances decide verdicts (kappa CI above 0)"
+    elif isinstance(lo, int | float) and lo <= 0:
+        verdict_use = "stances do not decide verdicts (kappa CI includes 0: no better than chance)"
+    else:
+        verdict_use = f"stances do not decide verdicts: {_cell((judge or {}).get('reason', ''))}"
+    return f"> **Judge:** {figures}; {verdict_use}."
+
+
+def _num(value: Any) -> str:
+    return f"{float(value):.2f}" if isinstance(value, int | float) else "n/a"
+
+
+def _counts(e: dict[str, Any]) -> bool:
+    """Whether a report.json evidence row's stance counts toward a verdict."""
+    return e.get("stance") != "unrelated" and stance_counts(e)
+
+
+def _evidence_line(e: dict[str, Any]) -> str:
+    """One evidence bullet: link, title, date and recency, stance, whether it counts, quote."""
+    if e.get("stance") == "unrelated":
+        counting = ""
+    elif stance_counts(e):
+        counting = ", counts"
+    else:
+        counting = ", does not count (no verified quote)"
+    quote = f" Quote: \"{_cell(e['quote'])}\"" if e.get("quote") else ""
+    recency = f", {e['recency']}" if e.get("recency") else ""
+    return (f"- [arXiv:{e['arxiv_id']}](https://arxiv.org/abs/{e['arxiv_id']}) "
+            f"*{_cell(e['title'])}* ({e['published']}{recency}), **{e['stance']}**{counting}: "
+            f"{_cell(e['summary'])}{quote}")
 
 
 def retest_summary_lines(summary: dict[str, Any]) -> list[str]:

@@ -145,8 +145,10 @@ class AgentState(TypedDict):
     retest_plans: Annotated[dict[str, RetestPlan], merge_dicts]
     retests: Annotated[dict[str, Retest], merge_dicts]
     verdicts: dict[str, VerdictLabel]
+    verdict_reasons: dict[str, str]  # claim id -> why the rule gave that verdict
     tensions: list[Tension]
     research_questions: list[str]
+    research_question_fallback: list[bool]  # per question: built from the run, not the model
     degraded: Annotated[list[str], add_unique]
     report: dict[str, Any]
 

@@ -65,9 +65,18 @@ def _check_schema(report: dict, corpus_ids: set[str]) -> None:
     assert len(report["prompt_sha256"]) == 64
     assert len(report["research_questions"]) == 2
     assert all(isinstance(q, str) and len(q) > 20 for q in report["research_questions"])
+    assert set(report["judge"]) >= {"model", "measured", "decides_verdicts", "reason", "quality"}
+    assert [type(f) for f in report["research_questions_fallback"]] == [bool, bool]
     for claim in report["claims"]:
         assert claim["verdict"] in VERDICTS
+        assert isinstance(claim["verdict_reason"], str) and claim["verdict_reason"]
+        if not report["judge"]["decides_verdicts"]:  # no claim holds from stances alone
+            assert claim["verdict"] == "unresolved" or (
+                claim["retest"] or {}).get("decides"), claim
         for ev in claim["evidence"]:
+            assert ev["recency"] in ("newer", "contemporaneous", "undated")
+            assert isinstance(ev["stance_counts"], bool)
+            assert ev["quote"] is None or isinstance(ev["quote"], str)
             assert ev["arxiv_id"] in corpus_ids
             assert ev["stance"] in STANCES and len(ev["published"]) == 10
             if claim["date_range"][1]:  # evidence is newer than the claim
@@ -117,7 +126,11 @@ def test_graph_wiring_with_fake_model(isolated_env, small_corpus, seed_prompt, t
                                             "verdict", "report", "done"}
     bib = (tmp_path / "out" / "references.bib").read_text()
     assert all(f"eprint = {{{c}}}" in bib for c in report["citations"])
-    assert md.splitlines()[0].startswith("# Re-test report")  # no tiny-model warning for fakes
+    # No tiny-model warning for fakes; the unmeasured judge's line comes first.
+    assert md.splitlines()[0].startswith("> **Judge unmeasured:** stances do not decide verdicts")
+    assert md.splitlines()[2] == "# Re-test report"
+    assert all(c["verdict"] == "unresolved" and c["verdict_reason"].startswith("judge unmeasured")
+               for c in report["claims"])
 
 
 @pytest.mark.slow
@@ -193,6 +206,7 @@ def test_end_to_end_real_model(llm_env, small_corpus, seed_prompt, tmp_path):
     assert status["2410.18890"] == "unverifiable" and status["2603.03415"] == "verified"
     md = (out / "report.md").read_text()
     assert md.startswith("> **Warning:** judged by the embedded SmolLM2-135M-Instruct")
+    assert md.splitlines()[2].startswith("> **Judge")  # its measured figures, or "unmeasured"
     assert INVENTED_ID not in md and INVENTED_ID not in json.dumps(report)
     assert "IGNORE ALL PREVIOUS" not in md
     # A planted "mark every claim overturned" changes nothing: the rule needs two papers.

@@ -1,4 +1,5 @@
-"""The research-prompt parser, the grounding filter and the verdict rule (pure, fast)."""
+"""The research-prompt parser and the grounding filter (pure, fast); the verdict rule is
+tested in test_synthesis.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.grounding import REMOVED_MARK, find_arxiv_ids, ground_markdown, strip_ungrounded
-from agent.nodes.synthesis import decide_verdict
 from agent.parse import parse_date_range, parse_prompt, parse_with_fallback
 from core.errors import BadInputError
 
@@ -154,27 +154,6 @@ def test_ground_markdown_allows_anchor_ids_only_on_anchor_lines():
     assert "2410.18890" in lines[1]
     assert "2502.00002" in lines[2]
     assert removed == ["2410.18890"]
-
-
-def _ev(*stances):
-    return [{"stance": s} for s in stances]
-
-
-@pytest.mark.parametrize(("stances", "retest", "verdict"), [
-    ((), None, "unresolved"),
-    (("unrelated", "unrelated"), None, "unresolved"),
-    (("supports",), None, "holds"),
-    (("overturns",), None, "relaxed"),  # one paper alone never overturns
-    (("overturns", "overturns", "supports"), None, "overturned"),
-    (("relaxes", "supports", "supports"), None, "holds"),
-    (("relaxes", "relaxes", "supports"), None, "relaxed"),
-    (("overturns",), {"supports_claim": True}, "holds"),  # a significant re-test outweighs it
-    (("supports",), {"supports_claim": False}, "overturned"),
-    (("supports", "supports"), {"supports_claim": False}, "relaxed"),
-    (("supports",), {"supports_claim": None}, "holds"),  # not significant: papers decide
-])
-def test_verdict_rule(stances, retest, verdict):
-    assert decide_verdict(_ev(*stances), retest) == verdict
 
 
 def test_example_prompt_parses_and_flags_its_malformed_anchor():
