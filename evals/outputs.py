@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from core.fsutil import atomic_write_bytes, atomic_write_text
+from evals.spec import NOT_DECIDING
 
 RULE = ("supports_claim is true when the 95% CI of the memorization gap lies above 0, false when "
         "it lies below 0 or inside +-5 points with power to see a 10-point gap, else null "
@@ -38,24 +39,29 @@ def render_markdown(summary: dict[str, Any]) -> str:
     """Render the summary as a short Markdown report (accuracies in percent)."""
     seen, unseen = summary["splits"]["seen"], summary["splits"]["unseen"]
     models = summary["models"]
+    roles = summary.get("model_roles") or {name: role for role, name in models.items()}
+    first, second = models["fine_tuned"], models["base"]
     lines = [f"# Eval: {summary['spec']['description']}", "",
-             f"Spec `{summary['spec']['path']}` (sha256 {summary['spec']['sha256'][:12]}), "
-             f"scoring `{summary['scoring']}`, split mode `{summary['split_mode']}`.", "",
-             f"| model | role | {seen} acc % [95% CI] | {unseen} acc % [95% CI] |",
-             "|---|---|---|---|"]
-    for role in ("fine_tuned", "base"):
-        name = models[role]
+             f"Design: {summary.get('design', 'n/a')}", ""]
+    if not summary.get("decides", False):
+        lines += [NOT_DECIDING, ""]
+    lines += [f"Spec `{summary['spec']['path']}` (sha256 {summary['spec']['sha256'][:12]}), "
+              f"scoring `{summary['scoring']}`, split mode `{summary['split_mode']}`.", "",
+              f"| model | role | {seen} acc % [95% CI] | {unseen} acc % [95% CI] |",
+              "|---|---|---|---|"]
+    for name in (first, second):
         row = summary["accuracy"].get(name, {})
         cells = [f"{_pct(row[s]['accuracy'])} {_ci(row[s]['ci'])} (n={row[s]['n']})"
                  if s in row else "n/a" for s in (seen, unseen)]
-        lines.append(f"| {name} | {role} | {cells[0]} | {cells[1]} |")
-    lines += ["", "Fine-tuned minus base, paired by item (points):", ""]
+        lines.append(f"| {name} | {roles.get(name, '?')} | {cells[0]} | {cells[1]} |")
+    lines += ["", f"{first} minus {second}, paired by item (points):", ""]
     for split in (seen, unseen):
         diff = summary["paired_difference"][split]
         lines.append(f"- {split}: {_pct(diff['diff'])} {_ci(diff['ci'])} (n={diff['n']})")
     gap = summary["gap"]
     p_value = gap["p_value"]
-    lines += ["", f"Memorization gap ({seen} advantage minus {unseen} advantage): "
+    gap_name = "Memorization gap" if summary.get("decides", False) else "Difference in differences"
+    lines += ["", f"{gap_name} ({seen} advantage minus {unseen} advantage): "
               f"{_pct(gap['gap'])} points, 95% CI {_ci(gap['ci'])}, permutation p = "
               f"{'n/a' if p_value is None else f'{p_value:.4f}'}.", "",
               f"**supports_claim: {json.dumps(summary['supports_claim'])}**. {RULE}"]

@@ -145,7 +145,13 @@ def results_fingerprint(spec: EvalSpec) -> str:
     lines.
     """
     shaping = spec.model_dump(exclude={"sample": True, "description": True,
-                                       "claim_kinds": True, "generation": {"concurrency"}})
+                                       "claim_kinds": True, "generation": {"concurrency"},
+                                       "decides": True, "design": True})
+    # A role names a position (first/second), not a result: relabelling fine_tuned/base as
+    # model_a/model_b keeps the folder's results (and the fingerprint it had before roles grew).
+    position = {"model_a": "fine_tuned", "model_b": "base"}
+    for model in shaping["models"]:
+        model["role"] = position.get(model["role"], model["role"])
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()
 
 
@@ -195,11 +201,15 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
         with timed("summarize"):
             seen, unseen = SEEN_UNSEEN[spec.split.mode]
             table = correctness_table(read_results(results_path), tasks)
-            summary = stats.summarize(table, seen=seen, unseen=unseen,
-                                      base=spec.model_with_role("base").label,
-                                      fine_tuned=spec.model_with_role("fine_tuned").label,
-                                      seed=spec.seed)
+            first, second = spec.compared()
+            # stats.summarize names its positions base/fine_tuned; model_roles says what each
+            # model really is (model_a/model_b when the spec is descriptive).
+            summary = stats.summarize(table, seen=seen, unseen=unseen, base=second.label,
+                                      fine_tuned=first.label, seed=spec.seed)
             summary.update({
+                "decides": spec.decides,
+                "design": spec.design_line(),
+                "model_roles": {m.label: m.role for m in spec.models},
                 "spec": spec_summary(loaded),
                 "scoring": spec.scoring,
                 "split_mode": spec.split.mode,

@@ -2,9 +2,15 @@
 
 A spec names a dataset (one file split with a seeded ``test_fraction``, or separate train and
 test files), how the test side is split (``dedup``: repeated vs novel by MinHash/Jaccard against
-the train side; ``variants``: original items vs their rewritten variants), the models (roles
-``base`` and ``fine_tuned``; ``endpoint = "embedded"`` or an OpenAI-compatible URL), the scoring
-method, the sample size per split and the seed. See ``evals/specs/*.toml`` for examples.
+the train side; ``variants``: original items vs their rewritten variants), the two models, the
+scoring method, the sample size per split and the seed. See ``evals/specs/*.toml`` for examples.
+
+Model roles say what the comparison is. ``base`` and ``fine_tuned`` claim that the fine-tuned
+model IS the base model trained on the train side; only such a controlled spec may set
+``decides = true`` (its result may decide a verdict), and it must then say so in ``design``. Two
+models that are not related that way (e.g. two unrelated families) take the roles ``model_a`` and
+``model_b``: a descriptive evaluation, ``decides = false``. Either way ``design`` is one line that
+says what was trained on what and what is compared (a default is written for descriptive specs).
 
 Paths are relative to the spec file; ``${SHARED_DATA}`` expands to ``$RETEST_SHARED_DATA`` or the
 ``../shared/data`` folder beside the checkout; a relative path missing next to the spec is also
@@ -105,7 +111,7 @@ class GenerationSpec(_Strict):
 class ModelSpec(_Strict):
     """One model under test."""
 
-    role: Literal["base", "fine_tuned"]
+    role: Literal["base", "fine_tuned", "model_a", "model_b"]
     endpoint: str = "embedded"  # "embedded" or an OpenAI-compatible base URL ending in /v1
     model: str  # packaged key when embedded, else the served model name
     name: str | None = None  # label in results; default: the served name
@@ -160,19 +166,57 @@ class EvalSpec(_Strict):
     scoring: Literal["exact", "numeric", "mc_letter", "mc_loglik"]
     generation: GenerationSpec = GenerationSpec()
     models: list[ModelSpec] = Field(min_length=2, max_length=2)
+    # Whether a significant result may decide a verdict: only for a controlled comparison.
+    decides: bool = False
+    design: str | None = Field(default=None, min_length=10)  # one line; see the module docstring
 
     @model_validator(mode="after")
     def _one_of_each_role(self) -> EvalSpec:
         roles = sorted(m.role for m in self.models)
-        if roles != ["base", "fine_tuned"]:
-            raise ValueError("models need exactly one role 'base' and one role 'fine_tuned'")
+        if roles not in (["base", "fine_tuned"], ["model_a", "model_b"]):
+            raise ValueError("models need the roles 'base' and 'fine_tuned' (the same model "
+                             "trained and untrained) or 'model_a' and 'model_b' (unrelated)")
         if len({m.label for m in self.models}) != 2:
             raise ValueError("the two models need different names (set 'name')")
+        if self.decides and roles != ["base", "fine_tuned"]:
+            raise ValueError("decides = true needs roles 'base' and 'fine_tuned' (a controlled "
+                             "comparison); model_a vs model_b is descriptive")
+        if self.decides and not self.design:
+            raise ValueError("decides = true needs a 'design' line saying what the fine-tuned "
+                             "model was trained on")
+        if self.design and "\n" in self.design.strip():
+            raise ValueError("design must be one line")
         return self
+
+    @property
+    def controlled(self) -> bool:
+        """True when the roles claim a controlled pair (``base`` and ``fine_tuned``)."""
+        return {m.role for m in self.models} == {"base", "fine_tuned"}
 
     def model_with_role(self, role: str) -> ModelSpec:
         """Return the model playing ``role``."""
         return next(m for m in self.models if m.role == role)
+
+    def compared(self) -> tuple[ModelSpec, ModelSpec]:
+        """Return ``(first, second)``: effects are first minus second.
+
+        First is ``fine_tuned`` (or ``model_a``), second ``base`` (or ``model_b``).
+        """
+        first, second = ("fine_tuned", "base") if self.controlled else ("model_a", "model_b")
+        return self.model_with_role(first), self.model_with_role(second)
+
+    def design_line(self) -> str:
+        """Return the one-line design: the spec's own, or a descriptive default."""
+        if self.design:
+            return self.design.strip()
+        first, second = self.compared()
+        seen, unseen = ("repeated", "novel") if self.split.mode == "dedup" else \
+            ("original", "variant")
+        relation = ("the spec declares the fine-tuned model to be the base model trained on the "
+                    "train side" if self.controlled else "neither model was trained here on the "
+                    "train side: a descriptive comparison")
+        return (f"{first.label} vs {second.label} on {seen} vs {unseen} test items; "
+                f"{relation}.")
 
 
 class LoadedSpec(BaseModel):
@@ -256,7 +300,22 @@ def validation_one_line(exc: ValidationError) -> str:
 def spec_summary(loaded: LoadedSpec) -> dict[str, Any]:
     """Describe the spec for summary.json (what ran, from which file)."""
     return {"path": str(loaded.source), "sha256": loaded.sha256,
-            "description": loaded.spec.description, "claim_kinds": loaded.spec.claim_kinds}
+            "description": loaded.spec.description, "claim_kinds": loaded.spec.claim_kinds,
+            "decides": loaded.spec.decides, "design": loaded.spec.design_line()}
+
+
+NOT_DECIDING = ("Descriptive only: it does not decide a verdict (the two models are not the same "
+                "model trained with and without the items).")
+
+
+def spec_index_entry(path: Path) -> dict[str, Any]:
+    """Describe a shipped evaluation spec for the agent's re-test registry."""
+    loaded = load_spec(path)
+    spec = loaded.spec
+    return {"path": str(path), "name": path.stem, "description": spec.description,
+            "claim_kinds": list(spec.claim_kinds), "scoring": spec.scoring,
+            "split_mode": spec.split.mode, "decides": spec.decides,
+            "design": spec.design_line()}
 
 
 def list_shipped_specs() -> list[Path]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import BadInputError
-from evals.spec import list_shipped_specs, load_spec
+from evals.spec import list_shipped_specs, load_spec, spec_summary
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,8 +58,30 @@ def test_shipped_specs_load_and_name_their_claims(shared_data: Path) -> None:
     for path in specs:
         loaded = load_spec(path)
         assert loaded.spec.claim_kinds and loaded.spec.description
-        assert {m.role for m in loaded.spec.models} == {"base", "fine_tuned"}
         assert (loaded.data_path or loaded.test_path).exists()  # type: ignore[union-attr]
+        # Every shipped evaluation compares two unrelated families: descriptive, never deciding.
+        assert {m.role for m in loaded.spec.models} == {"model_a", "model_b"}, path.name
+        assert loaded.spec.decides is False
+        assert "neither trained here" in loaded.spec.design_line()
+        assert spec_summary(loaded)["decides"] is False
+
+
+@pytest.mark.parametrize(("edit", "decides", "design_has"), [
+    (lambda s: s, False, "the spec declares the fine-tuned model"),
+    (lambda s: s.replace('role = "fine_tuned"', 'role = "model_a"')
+     .replace('role = "base"', 'role = "model_b"'), False, "descriptive comparison"),
+    (lambda s: s.replace('scoring = "exact"', 'scoring = "exact"\ndecides = true\n'
+                         'design = "ft is base LoRA-tuned on train.jsonl; ft vs base"'),
+     True, "LoRA-tuned on train.jsonl"),
+])
+def test_roles_decide_and_design(tmp_path: Path, edit, decides: bool, design_has: str) -> None:
+    _write_data(tmp_path, ["a b c"], ["d e f"])
+    (tmp_path / "s.toml").write_text(edit(GOOD))
+    spec = load_spec(tmp_path / "s.toml").spec
+    assert spec.decides is decides
+    assert design_has in spec.design_line()
+    first, second = spec.compared()
+    assert (first.model, second.model) == ("ft", "base")  # effects are first minus second
 
 
 def test_relative_paths_resolve_next_to_the_spec(tmp_path: Path) -> None:
@@ -78,7 +100,17 @@ def test_relative_paths_resolve_next_to_the_spec(tmp_path: Path) -> None:
     (lambda s: s.replace('test_path = "test.jsonl"', 'test_path = "nope.jsonl"'),
      "dataset file not found: nope.jsonl"),
     (lambda s: s.replace('role = "base"', 'role = "fine_tuned"'),
-     "exactly one role 'base'"),
+     "models need the roles 'base' and 'fine_tuned'"),
+    (lambda s: s.replace('role = "base"', 'role = "model_b"'),
+     "models need the roles 'base' and 'fine_tuned'"),
+    # A cross-family (model_a/model_b) comparison can never decide a verdict.
+    (lambda s: s.replace('role = "fine_tuned"', 'role = "model_a"')
+     .replace('role = "base"', 'role = "model_b"')
+     .replace('scoring = "exact"',
+              'scoring = "exact"\ndecides = true\ndesign = "a vs b, unrelated"'),
+     "decides = true needs roles"),
+    (lambda s: s.replace('scoring = "exact"', 'scoring = "exact"\ndecides = true'),
+     "decides = true needs a 'design' line"),
     (lambda s: s.replace('scoring = "exact"', 'scoring = "bleu"'), "invalid 'scoring'"),
     (lambda s: s.replace('description = "tiny"\n', ''), "missing key 'description'"),
     (lambda s: s.replace('endpoint = "http://127.0.0.1:9/v1"\nmodel = "ft"',
