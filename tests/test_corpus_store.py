@@ -201,6 +201,108 @@ def test_reopened_collection_rebuilds_the_registered_embedder(store_settings: Se
     assert again.count() == store.count()
 
 
+@pytest.mark.slow
+def test_dense_search_ranks_by_cosine_and_filters_by_date(store: PaperStore,
+                                                          sample: list[Paper]) -> None:
+    listing = [p for p in sample if p.published and p.published.year >= 2025]
+    queries = [listing[3].title, listing[20].title, "particle physics cross sections"]
+    results = store.dense_search(queries, n=8)
+    assert [len(r) for r in results] == [8, 8, 8]
+    assert results[0][0][0] == listing[3].arxiv_id and results[1][0][0] == listing[20].arxiv_id
+    for ranked in results:
+        scores = [score for _, score in ranked]
+        assert scores == sorted(scores, reverse=True) and all(-1 <= s <= 1 for s in scores)
+    # The old hep-ph dump papers answer the physics query; a date floor removes them all.
+    unfiltered = store.get_many([i for i, _ in results[2]])
+    assert any(p.published and p.published.year < 2010 for p in unfiltered.values())
+    since = date(2025, 9, 1)
+    recent = store.dense_search(["particle physics cross sections"], n=8, since=since)[0]
+    assert len(recent) == 8
+    assert all(p.published >= since for p in store.get_many([i for i, _ in recent]).values())
+    assert store.dense_search(["anything"], n=5, since=date(2030, 1, 1)) == [[]]
+    assert store.dense_search([], n=5) == []
+    with pytest.raises(BadInputError):
+        store.dense_search(["ok", "  "], n=5)
+
+
+@pytest.mark.slow
+def test_get_many_returns_stored_papers_by_bare_id(store: PaperStore,
+                                                   sample: list[Paper]) -> None:
+    wanted = [sample[1].arxiv_id + "v3", sample[2].arxiv_id, sample[2].arxiv_id, "2501.00001",
+              "not-an-id"]
+    found = store.get_many(wanted)
+    assert set(found) == {sample[1].arxiv_id, sample[2].arxiv_id}
+    assert found[sample[2].arxiv_id] == sample[2].model_copy(update={"source": "store"})
+    assert store.get_many([]) == {}
+
+
+def _small_corpus(shared: Path, folder: Path, n: int) -> Path:
+    lines = _listing_lines(shared, n)
+    path = folder / "small.jsonl"
+    # A malformed line and a repeated record: counted, never stored twice.
+    path.write_text("".join(lines[:5]) + "{oops\n" + "".join(lines[5:]) + lines[0],
+                    encoding="utf-8")
+    return path
+
+
+@pytest.mark.slow
+def test_ingest_resumes_after_an_interruption_and_reruns_as_a_noop(
+    shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tools.paper_store
+
+    corpus = _small_corpus(shared_data, tmp_path, 50)  # 51 papers, 50 distinct ids
+    settings = load_settings(data_dir=tmp_path / "data", offline=True)
+    monkeypatch.setattr(tools.paper_store, "INGEST_CHUNK", 12)
+    commits: list[int] = []
+    real_save = tools.paper_store.save_cursor
+
+    def interrupted_save(path: Path, cursor: object) -> None:
+        commits.append(1)
+        if len(commits) == 3:  # chunk 3 is in Chroma, its cursor never written: a kill here
+            raise KeyboardInterrupt
+        real_save(path, cursor)
+
+    monkeypatch.setattr(tools.paper_store, "save_cursor", interrupted_save)
+    with pytest.raises(KeyboardInterrupt):
+        PaperStore(settings).ingest_corpus(corpus, progress=False)
+    monkeypatch.setattr(tools.paper_store, "save_cursor", real_save)
+    assert PaperStore(settings).count() == 36
+
+    resumed = PaperStore(settings).ingest_corpus(corpus, progress=False)
+    assert (resumed.resumed_at, resumed.added, resumed.papers) == (24, 14, 51)
+    assert resumed.already_stored == 37 and not resumed.noop
+    assert resumed.malformed_count == 1 and resumed.malformed[0][0] == 6
+    store = PaperStore(settings)
+    assert store.count() == 50  # no duplicates, nothing lost
+    ids = [json.loads(line)["id"] for line in _listing_lines(shared_data, 50)]
+    assert set(store.get_many(ids)) == set(ids)
+
+    again = PaperStore(settings).ingest_corpus(corpus, progress=False)
+    assert again.noop and again.added == 0 and again.already_stored == again.papers == 51
+    assert again.malformed == resumed.malformed and again.lines == 52
+
+    # The same bytes under another name are the same corpus; an edited file is a new one.
+    copy = tmp_path / "copy.jsonl"
+    copy.write_bytes(corpus.read_bytes())
+    assert PaperStore(settings).ingest_corpus(copy, progress=False).noop
+    extra = _listing_lines(shared_data, 52)[50:]
+    copy.write_text(corpus.read_text(encoding="utf-8") + "".join(extra), encoding="utf-8")
+    grown = PaperStore(settings).ingest_corpus(copy, progress=False)
+    assert (grown.noop, grown.added, grown.already_stored) == (False, 2, 51)
+
+
+@pytest.mark.slow
+def test_ingest_cursor_does_not_outlive_its_store(shared_data: Path, tmp_path: Path) -> None:
+    corpus = _small_corpus(shared_data, tmp_path, 10)
+    settings = load_settings(data_dir=tmp_path / "data", offline=True)
+    first = PaperStore(settings)
+    assert first.ingest_corpus(corpus, progress=False).added == 10
+    first.client.delete_collection(settings.store.collection)
+    rebuilt = PaperStore(settings).ingest_corpus(corpus, progress=False)
+    assert (rebuilt.noop, rebuilt.added) == (False, 10)
+
+
 # ---------------------------------------------------------------- id resolution
 
 @pytest.fixture(autouse=True)

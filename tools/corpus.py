@@ -88,6 +88,28 @@ def iter_corpus(path: Path | str, report: CorpusReport | None = None) -> Iterato
     return _iter_jsonl(path, report)
 
 
+def count_lines(path: Path | str) -> int | None:
+    """Count the lines of a JSONL(.gz) corpus (a progress bar's total); None for Atom files.
+
+    Reads raw bytes in blocks, so it costs a fraction of parsing (~0.3 s for the 27 MB gzip).
+    Raise BadInputError when the file cannot be read.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith((".xml", ".atom", ".xml.gz")):
+        return None
+    lines, last = 0, b"\n"
+    try:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except (OSError, EOFError) as exc:
+        raise BadInputError(f"cannot read corpus {path}: {exc}") from None
+    return lines + (last != b"\n")
+
+
 def _open_text(path: Path) -> io.TextIOBase:
     if path.name.lower().endswith(".gz"):
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")

@@ -44,33 +44,34 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
-    """Load a corpus file into the paper store (re-ingesting adds nothing)."""
-    from tools.corpus import CorpusReport, iter_corpus
+    """Load a corpus file into the paper store; resumes after a kill, and a rerun adds nothing."""
+    from tools.corpus import CorpusReport
     from tools.paper_store import PaperStore
 
     if not path.is_file():
         raise BadInputError(f"corpus file not found: {path}")
-    settings = settings_from_flags()
-    report = CorpusReport()
-    papers = iter_corpus(path, report)  # raises for a missing file before the store opens
-    store = PaperStore(settings)
-    added = store.upsert(papers, progress=not quiet)
-    if report.papers == 0 and report.malformed_count == 0:
+    store = PaperStore(settings_from_flags())
+    stats = store.ingest_corpus(path, progress=not quiet)
+    if stats.papers == 0 and stats.malformed_count == 0:
         raise BadInputError(f"no records in {path}")
+    report = CorpusReport(path=str(path), lines=stats.lines, papers=stats.papers,
+                          formats=stats.formats, malformed_count=stats.malformed_count,
+                          malformed=stats.malformed)
     if as_json:
         print_json({
-            "path": str(path), "lines": report.lines, "papers": report.papers, "new": added,
-            "already_stored": report.papers - added, "formats": report.formats,
-            "malformed_count": report.malformed_count,
-            "malformed": [{"line": n, "reason": r} for n, r in report.malformed],
+            "path": str(path), "sha256": stats.sha256, "lines": stats.lines,
+            "papers": stats.papers, "new": stats.added, "already_stored": stats.already_stored,
+            "noop": stats.noop, "resumed_at": stats.resumed_at, "formats": stats.formats,
+            "malformed_count": stats.malformed_count,
+            "malformed": [{"line": n, "reason": r} for n, r in stats.malformed],
+            "seconds": round(stats.seconds, 2), "embed_seconds": round(stats.embed_seconds, 2),
             "store_count": store.count(),
         })
         return
     typer.echo(f"read {report.summary()}")
-    for line_no, reason in report.malformed[:20]:
+    for line_no, reason in stats.malformed[:20]:
         typer.echo(f"  line {line_no}: {reason}", err=True)
-    typer.echo(f"{added} new, {report.papers - added} already stored; "
-               f"the store holds {store.count()} papers")
+    typer.echo(f"{stats.summary()}; the store holds {store.count()} papers")
 
 
 def search(
