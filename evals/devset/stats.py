@@ -34,9 +34,10 @@ def table(rows: list[dict]) -> str:
         return (f"{label:<28} {claim:<5} {len(group):>4} {relevant:>4} "
                 + " ".join(f"{stances[s]:>9}" for s in STANCES))
 
+    ordered = sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1][1:])))
     for prompt in sorted({p for p, _ in groups}):
         members = [r for (p, _), g in groups.items() if p == prompt for r in g]
-        for (p, claim), group in sorted(groups.items(), key=lambda kv: (kv[0][0], int(kv[0][1][1:]))):
+        for (p, claim), group in ordered:
             if p == prompt:
                 lines.append(line(prompt, claim, group))
         lines.append(line(prompt, "all", members))
@@ -49,6 +50,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str]) -> int:
+    """Print the table for the file named on the command line, or the default one."""
     path = Path(argv[1]) if len(argv) > 1 else Path(__file__).with_name("claims_papers.jsonl")
     print(table(load(path)))
     return 0
