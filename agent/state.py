@@ -68,6 +68,9 @@ class Evidence(TypedDict):
     stance: Stance
     summary: str
     score: float  # retrieval rank score, higher is more relevant
+    # "newer" (published after the claim's range), "contemporaneous" (inside it) or "undated";
+    # see tools.ranking.recency_label.
+    recency: str
 
 
 class AnchorResult(TypedDict):

@@ -113,7 +113,7 @@ def render() -> None:
         st.warning("No dated claims were found, so there is nothing to re-test.")
         return
     left, right = st.columns(2)
-    papers = left.number_input("Papers per claim", min_value=1, max_value=10, value=4,
+    papers = left.number_input("Papers per claim", min_value=1, max_value=10, value=10,
                                key="papers_per_claim")
     retests = right.checkbox("Run local re-tests (slow on CPU)", value=True, key="run_retests")
     if st.button("Run re-test", type="primary", key="start_run"):

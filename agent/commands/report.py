@@ -53,7 +53,8 @@ def report(
     finetune: Annotated[bool, typer.Option(
         "--finetune-recipes", help="Allow re-tests that fine-tune models (slow on CPUs).")] = False,
     papers_per_claim: Annotated[int, typer.Option(
-        "--papers-per-claim", min=1, max=50, help="Newer papers judged per claim.")] = 4,
+        "--papers-per-claim", min=1, max=50,
+        help="Most papers judged per claim (fewer when fewer pass the relevance floor).")] = 10,
 ) -> None:
     """Re-test the prompt's dated claims; write report.md, report.json, references.bib."""
     from agent.run import checkpoint_exists, run_report

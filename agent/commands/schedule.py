@@ -48,7 +48,8 @@ def schedule(
     retest_limit: Annotated[int, typer.Option(
         "--retest-limit", min=0, help="Claims whose re-test runs (0: none).")] = 1,
     papers_per_claim: Annotated[int, typer.Option(
-        "--papers-per-claim", min=1, max=50, help="Newer papers judged per claim.")] = 4,
+        "--papers-per-claim", min=1, max=50,
+        help="Most papers judged per claim (fewer when fewer pass the relevance floor).")] = 10,
 ) -> None:
     """Re-run PROMPT_FILE's report every --every, forever (or --once); JSON-line logs on stderr.
 

@@ -35,8 +35,8 @@ class CancelledError(RetestError):
 class ReportOptions:
     """Knobs of one report run (CLI flags or app controls; defaults keep a 2-CPU run short)."""
 
-    papers_per_claim: int = 4
-    candidates_per_claim: int = 40  # keyword-ranked corpus records sent on to the store
+    papers_per_claim: int = 10  # at most: none below the relevance floor (agent/nodes/search.py)
+    candidates_per_claim: int = 40  # fused candidates per claim held to the relevance floor
     retest_limit: int = 1  # claims whose re-test actually runs; 0 turns re-tests off
     retest_items: int = 40  # items per split (repeated, novel) in each re-test
     finetune_recipes: bool = False  # recipes that fine-tune models cost far more on CPUs

@@ -23,6 +23,7 @@ from agent.nodes.context import RunContext
 from agent.prompts import judge_messages
 from agent.state import AgentState, Evidence, JudgeTask
 from core.errors import RetestError
+from tools.ranking import recency_label
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ def judge(task: JudgeTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx = runtime.context
     ctx.check_cancel()
     claim, paper = task["claim"], task["paper"]
+    recency = recency_label(paper["published"], claim["date_from"], claim["date_to"])
     try:
         ctx.llm()  # first, so the cache is keyed by the model that actually answers
         cached = _cache_get(ctx, claim["text"], paper["arxiv_id"])
@@ -69,14 +71,14 @@ def judge(task: JudgeTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
                                       title=paper["title"], published=paper["published"] or "",
                                       stance="unrelated",
                                       summary="Not judged: the model failed on this paper.",
-                                      score=float(task["score"]))]}
+                                      score=float(task["score"]), recency=recency)]}
     summary, removed = strip_ungrounded(reply.summary, {paper["arxiv_id"]})
     if removed:
         log.warning("removed ids the model wrote but the run never retrieved: %s", removed)
     ctx.emit("judge", f"{claim['id']} x {paper['arxiv_id']}: {reply.stance}")
     evidence = Evidence(claim_id=claim["id"], arxiv_id=paper["arxiv_id"], title=paper["title"],
                         published=paper["published"] or "", stance=reply.stance,
-                        summary=summary.strip(), score=float(task["score"]))
+                        summary=summary.strip(), score=float(task["score"]), recency=recency)
     return {"evidence": [evidence]}
 
 

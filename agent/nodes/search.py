@@ -1,40 +1,62 @@
-"""Plan queries per claim and retrieve newer papers for every claim.
+"""Plan queries per claim and retrieve the papers that bear on each claim.
 
-Retrieval merges three sources and ranks the union per claim:
-1. the local corpus (``settings.corpus``): one streaming pass scores every record by the claim's
-   keywords and keeps the best ``candidates_per_claim`` newer than the claim; those (not all 46k
-   records) are upserted into the paper store, which keeps ingest to seconds per run;
-2. the paper store (chromadb): semantic search per query, bounded after the claim's date;
-3. live arXiv (unless offline): date-bounded searches; when unreachable the run is degraded.
-Papers are deduplicated by id; the rank is keyword overlap plus store similarity.
+Retrieval is hybrid and fused (``tools/retrieval.py``): for each claim, every query (the claim
+itself, the planned queries, and, with less weight, the prompt's question and tasks) is ranked by
+BM25 over the local corpus and by dense similarity in the paper store, and all those lists, plus
+live arXiv's answer when online, are fused by reciprocal rank. With ``--corpus`` the whole corpus
+is ingested into the store once (a no-op later) and its BM25 index is built once and kept; no run
+scans the corpus file by keyword.
+
+Dates are a preference and a label, not a cut: a claim dated "~2024-2025" admits papers from
+2024-01-01 on; papers published after the range rank slightly higher and are labelled "newer",
+those inside it "contemporaneous" (``tools/ranking.py``). The fused shortlist is then held to a
+relevance floor (cosine of claim and paper under the store's embedder, see RELEVANCE_FLOOR) and
+the best ``papers_per_claim`` are kept.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
-from tqdm import tqdm
 
 from agent.history import ReportHistory
 from agent.judgement_cache import incremental_since
 from agent.nodes.context import RunContext
 from agent.prompts import query_plan_messages
 from agent.report import prompt_sha256
-from agent.state import AgentState, Claim, PaperRecord, PlanTask
+from agent.state import AgentState, Brief, Claim, PaperRecord, PlanTask
 from core.errors import RetestError
 from tools.arxiv_source import ArxivSource, ArxivUnavailable
 from tools.corpus import iter_corpus
 from tools.paper import Paper
 from tools.paper_cache import PaperCache
 from tools.paper_store import PaperStore
+from tools.ranking import date_floor, prefer_newer, recency_label, reciprocal_rank_fusion
+from tools.retrieval import (
+    ClaimRelevance,
+    HybridRetriever,
+    LexicalIndex,
+    WeightedQuery,
+    store_dense_search,
+)
 
 log = logging.getLogger(__name__)
+
+# Fusion weights of each query's rankings. The claim and its planned queries speak for the
+# claim; the prompt's question and tasks are shared by all claims, so they count for less.
+CLAIM_QUERY_WEIGHT = 1.0
+PROMPT_QUERY_WEIGHT = 0.5
+ARXIV_WEIGHT = 1.0  # live arXiv's ranked answer, one list per claim
+# Minimum cosine of claim text and paper (title + abstract) under the store's MiniLM embedder
+# for a paper to be judged at all. Chosen on the labelled dev set: see bench/retrieval_bench.py.
+RELEVANCE_FLOOR = 0.30
 
 _STOP = set("""a an and are as at be been being but by can do does for from has have how if in
 into is it its more most much not of on or over rather so such than that the their them then there
@@ -62,28 +84,6 @@ def keywords(text: str) -> list[str]:
     return out
 
 
-def terms(text: str) -> set[str]:
-    """Return the set of words and stems of ``text`` (what :func:`keyword_score` matches)."""
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    return {_stem(w) for w in words} | set(words)
-
-
-def keyword_score(claim_terms: list[str], extra_terms: list[str], title: str | set[str],
-                  abstract: str | set[str]) -> float:
-    """Score a paper by the claim's terms it contains (title hits count double), in [0, 1].
-
-    ``title`` and ``abstract`` may be given as term sets (see :func:`terms`) to tokenize once.
-    """
-    if not claim_terms:
-        return 0.0
-    title_t = title if isinstance(title, set) else terms(title)
-    body_t = abstract if isinstance(abstract, set) else terms(abstract)
-    hits = sum((2.0 if t in title_t else 1.0) for t in claim_terms if t in title_t or t in body_t)
-    extra = sum(0.5 for t in extra_terms
-                if t not in claim_terms and (t in title_t or t in body_t))
-    return min(1.0, (hits + extra) / (1.5 * len(claim_terms)))
-
-
 def to_record(paper: Paper) -> PaperRecord:
     """Copy a Paper's facts into a state record."""
     return PaperRecord(
@@ -93,7 +93,9 @@ def to_record(paper: Paper) -> PaperRecord:
         published=paper.published.isoformat() if paper.published else None, source=paper.source)
 
 
-class _Queries(BaseModel):
+class PlannedQueries(BaseModel):
+    """The model's search queries for one claim (at most three, each 3-80 characters)."""
+
     # Bounded lengths make guided decoding stop: the small model otherwise rambles to max_tokens.
     queries: list[Annotated[str, Field(min_length=3, max_length=80)]] = Field(
         default_factory=list, max_length=3)
@@ -107,7 +109,7 @@ def plan_claim(task: PlanTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
     queries = [" ".join(keywords(claim["text"])[:8]), claim["text"]]
     degraded: list[str] = []
     try:
-        reply = ctx.complete_json(query_plan_messages(claim), _Queries, max_tokens=120)
+        reply = ctx.complete_json(query_plan_messages(claim), PlannedQueries, max_tokens=120)
         queries += [q.strip() for q in reply.queries if 2 <= len(q.split()) <= 14][:3]
     except RetestError as exc:
         degraded.append(f"model failed while planning queries: {exc}")
@@ -116,42 +118,27 @@ def plan_claim(task: PlanTask, runtime: Runtime[RunContext]) -> dict[str, Any]:
 
 
 def _after(claim: Claim) -> date | None:
+    """Return the day after the claim's range: where live arXiv searches start (see below)."""
     return date.fromisoformat(claim["date_to"]) + timedelta(days=1) if claim["date_to"] else None
 
 
-def _scan_corpus(path: Path, claims: list[Claim], queries: dict[str, list[str]],
-                 anchor_ids: set[str], keep: int, *, progress: bool = True,
-                 ) -> tuple[dict[str, list[tuple[float, Paper]]], dict[str, Paper]]:
-    """One pass over the corpus: best-keyword papers per claim (newer than it), and anchors."""
-    claim_terms = {c["id"]: keywords(c["text"]) for c in claims}
-    extra = {c["id"]: [t for q in queries.get(c["id"], [])[2:] for t in keywords(q)]
-             for c in claims}
-    bounds = {c["id"]: _after(c) for c in claims}
-    best: dict[str, list[tuple[float, Paper]]] = {c["id"]: [] for c in claims}
-    anchors: dict[str, Paper] = {}
-    for paper in tqdm(iter_corpus(path), desc="scan corpus", unit=" papers", leave=False,
-                      mininterval=2.0, disable=None if progress else True):
-        if paper.arxiv_id in anchor_ids:
-            anchors[paper.arxiv_id] = paper
-        title_t, body_t = None, None
-        for claim in claims:
-            bound = bounds[claim["id"]]
-            if bound and (paper.published is None or paper.published < bound):
-                continue
-            if title_t is None:  # tokenize once per paper, only when some claim needs it
-                title_t, body_t = terms(paper.title), terms(paper.abstract)
-            score = keyword_score(claim_terms[claim["id"]], extra[claim["id"]], title_t,
-                                  body_t)
-            if score >= 0.3:
-                best[claim["id"]].append((score, paper))
-        for rows in best.values():
-            if len(rows) > 4 * keep:  # prune now and then: memory stays bounded
-                rows.sort(key=lambda r: -r[0])
-                del rows[keep:]
-    for rows in best.values():
-        rows.sort(key=lambda r: (-r[0], r[1].arxiv_id))
-        del rows[keep:]
-    return best, anchors
+def claim_queries(claim: Claim, planned: list[str], brief: Brief) -> list[WeightedQuery]:
+    """Return the weighted queries for one claim, each text once.
+
+    First its text and its planned queries, then the prompt's question and tasks (shared by
+    every claim, so weighted lower).
+    """
+    out: list[WeightedQuery] = []
+    seen: set[str] = set()
+    pairs = [(claim["text"], CLAIM_QUERY_WEIGHT)]
+    pairs += [(q, CLAIM_QUERY_WEIGHT) for q in planned]
+    pairs += [(q, PROMPT_QUERY_WEIGHT) for q in [brief["question"], *brief["tasks"]]]
+    for text, weight in pairs:
+        key = " ".join(str(text).lower().split())
+        if key and key not in seen:
+            seen.add(key)
+            out.append(WeightedQuery(" ".join(str(text).split()), weight))
+    return out
 
 
 def _open_store(ctx: RunContext) -> PaperStore | None:
@@ -162,57 +149,113 @@ def _open_store(ctx: RunContext) -> PaperStore | None:
         return None
 
 
+def _ingest(store: PaperStore, corpus: Path, progress: bool) -> None:
+    """Put the whole corpus in the store once; later runs find it there and add nothing."""
+    ingest = getattr(store, "ingest_corpus", None)
+    if callable(ingest):
+        ingest(corpus, progress=progress)
+    else:
+        store.upsert(iter_corpus(corpus), progress=progress)
+
+
+def _fetch(ids: list[str], known: dict[str, Paper], store: PaperStore | None,
+           corpus: Path | None) -> dict[str, Paper]:
+    """Return the records of ``ids``: already in hand, then the store, then one corpus pass."""
+    found = {i: known[i] for i in ids if i in known}
+    missing = [i for i in ids if i not in found]
+    if missing and store is not None:
+        get_many = getattr(store, "get_many", None)
+        if callable(get_many):
+            found.update(get_many(missing))
+        else:
+            found.update({i: p for i in missing if (p := store.get(i)) is not None})
+        missing = [i for i in ids if i not in found]
+    if missing and corpus is not None:  # only when the store is down
+        wanted = set(missing)
+        found.update({p.arxiv_id: p for p in iter_corpus(corpus) if p.arxiv_id in wanted})
+    return found
+
+
+def _retriever(ctx: RunContext, store: PaperStore | None) -> HybridRetriever | None:
+    """Build the hybrid retriever over what this run has: the corpus's BM25 and the store."""
+    lexical = None
+    corpus = ctx.settings.corpus
+    if corpus is not None:
+        if store is not None:
+            ctx.emit("retrieve", f"paper store: ingesting {corpus.name} (once)")
+            _ingest(store, corpus, ctx.options.progress_bars)
+        ctx.emit("retrieve", f"BM25 index of {corpus.name}")
+        lexical = LexicalIndex.for_corpus(corpus, ctx.settings.data_dir,
+                                          progress=ctx.options.progress_bars)
+    dense = store_dense_search(store) if store is not None and store.count() else None
+    if lexical is None and dense is None:
+        return None
+    return HybridRetriever(lexical, dense)
+
+
+def select_evidence(fused: list[tuple[str, float]], papers: dict[str, Paper], claim: Claim,
+                    relevance: Callable[[list[Paper]], list[float]] | None, keep: int,
+                    floor: float = RELEVANCE_FLOOR) -> list[tuple[str, float]]:
+    """Pick a claim's evidence from its fused ranking.
+
+    Drop papers published before the claim's range (or with no record), prefer newer ones, hold
+    the rest to the relevance floor, and keep the best ``keep``.
+
+    ``relevance`` scores papers against the claim (None skips the floor, e.g. no embedder).
+    Return ``(arxiv_id, score)`` best first.
+    """
+    labels = {pid: recency_label(papers[pid].published, claim["date_from"], claim["date_to"])
+              for pid, _ in fused if pid in papers}
+    ranked = [(pid, score) for pid, score in prefer_newer(fused, labels)
+              if pid in papers and labels[pid] != "older"]
+    if relevance is not None and ranked:
+        sims = relevance([papers[pid] for pid, _ in ranked])
+        ranked = [row for row, sim in zip(ranked, sims, strict=True) if sim >= floor]
+    return ranked[:keep]
+
+
 def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Find newer papers per claim from corpus, store and live arXiv; merge, dedupe and rank."""
+    """Rank papers per claim by fused BM25, dense and live-arXiv lists; keep the relevant best."""
     ctx = runtime.context
     ctx.check_cancel()
-    claims = state["brief"]["claims"]
-    queries = state.get("queries", {})
-    anchor_ids = {a["arxiv_id"] for a in state["brief"]["anchors"] if a["valid"]}
+    brief = state["brief"]
+    claims = brief["claims"]
+    planned = state.get("queries", {})
     opts = ctx.options
-    scored: dict[str, dict[str, float]] = {c["id"]: {} for c in claims}
-    papers: dict[str, PaperRecord] = {}
     degraded: list[str] = []
-    anchor_hits: dict[str, Paper] = {}
-
-    def add(claim_id: str, paper: Paper, score: float) -> None:
-        papers.setdefault(paper.arxiv_id, to_record(paper))
-        scored[claim_id][paper.arxiv_id] = max(score, scored[claim_id].get(paper.arxiv_id, 0.0))
-
     store = _open_store(ctx)
-    if ctx.settings.corpus is not None:
-        ctx.emit("retrieve", f"scanning corpus {ctx.settings.corpus.name}")
-        best, anchor_hits = _scan_corpus(ctx.settings.corpus, claims, queries, anchor_ids,
-                                         opts.candidates_per_claim, progress=opts.progress_bars)
-        for cid, rows in best.items():
-            for score, paper in rows:
-                add(cid, paper, score)
-        if store is not None:
-            chosen = {p.arxiv_id: p for rows in best.values() for _, p in rows}
-            chosen.update(anchor_hits)
-            store.upsert(list(chosen.values()), progress=opts.progress_bars)
-    if store is not None:
-        for i, claim in enumerate(claims):
-            ctx.check_cancel()
-            for query in queries.get(claim["id"], [claim["text"]])[:3]:
-                for paper, similarity in store.search(query, k=opts.papers_per_claim * 2,
-                                                      since=_after(claim), until=None,
-                                                      categories=None):
-                    kw = keyword_score(keywords(claim["text"]), [], paper.title, paper.abstract)
-                    add(claim["id"], paper, 0.5 * kw + 0.5 * float(similarity))
-            ctx.emit("retrieve", f"{claim['id']}: searched the paper store", i + 1, len(claims))
+    retriever = _retriever(ctx, store)
+    live: dict[str, list[Paper]] = {}
     if not ctx.settings.offline:
-        degraded += _search_arxiv(ctx, claims, queries, add, state["prompt_text"])
-    candidates = {cid: [[pid, round(score, 4)] for pid, score in
-                        sorted(rows.items(), key=lambda kv: (-kv[1], kv[0]))[
-                            :opts.papers_per_claim]]
-                  for cid, rows in scored.items()}
-    kept = {pid for rows in candidates.values() for pid, _ in rows}
-    anchor_records = {pid: to_record(p) for pid, p in anchor_hits.items()}
-    ctx.emit("retrieve", f"{len(kept)} papers kept for {len(claims)} claims", len(claims),
+        live, notes = _search_arxiv(ctx, claims, planned, state["prompt_text"])
+        degraded += notes
+    embed = store.embedder if store is not None else None
+    papers: dict[str, PaperRecord] = {}
+    candidates: dict[str, list[list[Any]]] = {}
+    for i, claim in enumerate(claims):
+        ctx.check_cancel()
+        arxiv_ids = [p.arxiv_id for p in live.get(claim["id"], [])]
+        extra = [(arxiv_ids, ARXIV_WEIGHT)] if arxiv_ids else []
+        since = date_floor(claim["date_from"])
+        if retriever is not None:
+            queries = claim_queries(claim, planned.get(claim["id"], []), brief)
+            fused = retriever.rank(queries, opts.candidates_per_claim, since, extra)
+        else:
+            fused = reciprocal_rank_fusion([ids for ids, _ in extra])[:opts.candidates_per_claim]
+        known = {p.arxiv_id: p for p in live.get(claim["id"], [])}
+        found = _fetch([pid for pid, _ in fused], known, store, ctx.settings.corpus)
+        relevance = None
+        if embed is not None:
+            relevance = ClaimRelevance(claim["text"], embed,
+                                       retriever.dense if retriever is not None else None, since)
+        kept = select_evidence(fused, found, claim, relevance, opts.papers_per_claim)
+        candidates[claim["id"]] = [[pid, round(score, 5)] for pid, score in kept]
+        papers.update({pid: to_record(found[pid]) for pid, _ in kept})
+        ctx.emit("retrieve", f"{claim['id']}: {len(kept)} of {len(fused)} fused candidates "
+                 f"kept", i + 1, len(claims))
+    ctx.emit("retrieve", f"{len(papers)} papers kept for {len(claims)} claims", len(claims),
              len(claims))
-    return {"papers": {**{pid: papers[pid] for pid in kept}, **anchor_records},
-            "candidates": candidates, "degraded": degraded}
+    return {"papers": papers, "candidates": candidates, "degraded": degraded}
 
 
 def _previous_live_run(ctx: RunContext, prompt_text: str) -> tuple[date | None,
@@ -239,14 +282,18 @@ def _previous_live_run(ctx: RunContext, prompt_text: str) -> tuple[date | None,
 
 
 def _search_arxiv(ctx: RunContext, claims: list[Claim], queries: dict[str, list[str]],
-                  add: Any, prompt_text: str) -> list[str]:
-    """Search live arXiv after each claim's date (and after the last run); return notes."""
+                  prompt_text: str) -> tuple[dict[str, list[Paper]], list[str]]:
+    """Search live arXiv after each claim's date (and after the last run).
+
+    Return (claim id -> papers in arXiv's order, carried-over ones first; notes for degraded).
+    """
     try:
         cache = PaperCache.from_settings(ctx.settings)
         source = ArxivSource(ctx.settings, cache)
     except (OSError, RetestError) as exc:
-        return [f"arXiv unavailable: {exc}"]
+        return {}, [f"arXiv unavailable: {exc}"]
     last_run, kept_before = _previous_live_run(ctx, prompt_text)
+    found_by_claim: dict[str, list[Paper]] = {}
     for claim in claims:
         ctx.check_cancel()
         query = queries.get(claim["id"], [claim["text"]])[0]
@@ -265,11 +312,9 @@ def _search_arxiv(ctx: RunContext, claims: list[Claim], queries: dict[str, list[
                 found = source.search(query, since=_after(claim), until=None, categories=None,
                                       max_results=limit)
         except ArxivUnavailable as exc:
-            return [f"arXiv unreachable: {exc}"]
+            return found_by_claim, [f"arXiv unreachable: {exc}"]
         except RetestError as exc:  # e.g. arXiv rejected this query: the others may still work
             log.warning("arXiv search for %s failed: %s", claim["id"], exc)
             continue
-        kw = keywords(claim["text"])
-        for paper in found:
-            add(claim["id"], paper, keyword_score(kw, [], paper.title, paper.abstract))
-    return []
+        found_by_claim[claim["id"]] = found
+    return found_by_claim, []

@@ -1,0 +1,298 @@
+"""Benchmark retrieval against the labelled dev set: recall@10 and recall@20 of relevant papers.
+
+For every (prompt, claim) of ``evals/devset/claims_papers.jsonl`` it ranks the full shared corpus
+four ways in one run and prints, over all relevant rows, the share found in each claim's top 10
+and top 20:
+
+* ``keyword scan`` - the baseline: the retrieve node's corpus scan before hybrid retrieval
+  (copied below verbatim from commit bd485ab), with its hard "newer than date_to" cut;
+* ``dense only`` - the paper store's dense (MiniLM) rankings of the claim's queries, fused by
+  reciprocal rank;
+* ``bm25 only`` - the kept BM25 index's rankings of the same queries, fused;
+* ``hybrid`` - both, fused, then the newer-paper preference: what the report's retrieve node
+  ranks (before the relevance floor, which the last table is about).
+
+The queries are the node's (``agent.nodes.search.claim_queries``): the claim, its keyword
+query, and the prompt's question and tasks. With ``--plan`` the configured LLM also plans queries
+as in a report run (needs a model server). Nothing here looks at the labelled ids to build
+queries; the labels are used only to score.
+
+The relevance floor table shows, for several cosine floors, the share of relevant and of
+not-relevant labelled rows whose claim-paper cosine is at least the floor; RELEVANCE_FLOOR in
+``agent/nodes/search.py`` is the highest floor that keeps at least 95% of the relevant rows.
+
+Usage: ``python bench/retrieval_bench.py [--corpus PATH] [--devset PATH] [--data-dir DIR]
+[--plan] [--json OUT]``. The first run ingests the corpus into the store and builds the BM25
+index (minutes); later runs load both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+import time
+from collections import defaultdict
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tqdm import tqdm  # noqa: E402
+
+from agent.nodes.search import RELEVANCE_FLOOR, claim_queries, keywords  # noqa: E402
+from agent.parse import parse_prompt  # noqa: E402
+from agent.state import Brief, Claim  # noqa: E402
+from core.settings import load_settings  # noqa: E402
+from tools.corpus import iter_corpus  # noqa: E402
+from tools.paper import Paper  # noqa: E402
+from tools.paper_store import PaperStore  # noqa: E402
+from tools.ranking import date_floor, prefer_newer, recency_label  # noqa: E402
+from tools.retrieval import (  # noqa: E402
+    HybridRetriever,
+    LexicalIndex,
+    cosine_relevance,
+    store_dense_search,
+)
+
+DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "arxiv" / (
+    "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz")
+DEFAULT_DEVSET = REPO / "evals" / "devset" / "claims_papers.jsonl"
+PROMPT_DIRS = [REPO / "evals" / "devset" / "prompts", REPO / "evals" / "devset",
+               REPO.parent / "shared" / "seed", REPO / "examples"]
+DEPTH = 20
+FLOORS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45)
+
+log = logging.getLogger("retrieval_bench")
+
+
+# --- the baseline: the keyword scan of agent/nodes/search.py at bd485ab, verbatim ---------------
+def _stem(word: str) -> str:
+    return word[:6] if len(word) > 6 else word
+
+
+def terms(text: str) -> set[str]:
+    """Return the set of words and stems of ``text``."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    return {_stem(w) for w in words} | set(words)
+
+
+def keyword_score(claim_terms: list[str], extra_terms: list[str], title: set[str],
+                  abstract: set[str]) -> float:
+    """Score a paper by the claim's terms it contains (title hits count double), in [0, 1]."""
+    if not claim_terms:
+        return 0.0
+    hits = sum((2.0 if t in title else 1.0) for t in claim_terms if t in title or t in abstract)
+    extra = sum(0.5 for t in extra_terms if t not in claim_terms and (t in title or t in abstract))
+    return min(1.0, (hits + extra) / (1.5 * len(claim_terms)))
+
+
+def keyword_scan(path: Path, claims: list[Claim], planned: dict[str, list[str]], keep: int
+                 ) -> dict[str, list[str]]:
+    """One pass over the corpus: best-keyword paper ids per claim, newer than the claim."""
+    claim_terms = {c["id"]: keywords(c["text"]) for c in claims}
+    extra = {c["id"]: [t for q in planned.get(c["id"], [])[2:] for t in keywords(q)]
+             for c in claims}
+    bounds = {c["id"]: (date.fromisoformat(c["date_to"]) + timedelta(days=1)
+                        if c["date_to"] else None) for c in claims}
+    best: dict[str, list[tuple[float, str]]] = {c["id"]: [] for c in claims}
+    for paper in tqdm(iter_corpus(path), desc="keyword scan", unit=" papers", leave=False,
+                      mininterval=2.0):
+        title_t, body_t = None, None
+        for claim in claims:
+            bound = bounds[claim["id"]]
+            if bound and (paper.published is None or paper.published < bound):
+                continue
+            if title_t is None:
+                title_t, body_t = terms(paper.title), terms(paper.abstract)
+            score = keyword_score(claim_terms[claim["id"]], extra[claim["id"]], title_t, body_t)
+            if score >= 0.3:
+                best[claim["id"]].append((score, paper.arxiv_id))
+    return {cid: [pid for _, pid in sorted(rows, key=lambda r: (-r[0], r[1]))[:keep]]
+            for cid, rows in best.items()}
+
+
+# --- the dev set ---------------------------------------------------------------------------------
+def load_devset(path: Path) -> list[dict[str, Any]]:
+    """Read the labelled rows (one JSON object a line); skip blank lines."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def find_prompt(name: str) -> Path:
+    """Locate a dev-set row's prompt file by name in the known prompt folders."""
+    for folder in PROMPT_DIRS:
+        if (folder / name).is_file():
+            return folder / name
+    raise SystemExit(f"prompt file {name} of the dev set not found in "
+                     f"{', '.join(str(d) for d in PROMPT_DIRS)}")
+
+
+def match_claim(brief: Brief, claim_id: str, text: str) -> Claim:
+    """Return the parsed claim the dev set means: by id, checked against its text."""
+    for claim in brief["claims"]:
+        if claim["id"] == claim_id:
+            return claim
+    raise SystemExit(f"claim {claim_id} ({text[:60]}...) not found in the parsed prompt")
+
+
+def recall(ranked: dict[tuple[str, str], list[str]], relevant: dict[tuple[str, str], set[str]],
+           k: int) -> float:
+    """Share of all relevant rows found in their claim's top ``k``."""
+    total = sum(len(ids) for ids in relevant.values())
+    found = sum(len(set(ranked.get(key, [])[:k]) & ids) for key, ids in relevant.items())
+    return found / total if total else 0.0
+
+
+def plan_with_llm(settings: Any, claims: list[Claim]) -> dict[str, list[str]]:
+    """Ask the configured model for search queries per claim, as plan_claim does."""
+    from agent.nodes.search import PlannedQueries
+    from agent.prompts import query_plan_messages
+    from tools.llm import make_llm
+
+    llm = make_llm(settings)
+    out: dict[str, list[str]] = {}
+    for claim in claims:
+        reply = llm.complete_json(query_plan_messages(claim), PlannedQueries, max_tokens=120)
+        out[claim["id"]] = [q.strip() for q in reply.queries if 2 <= len(q.split()) <= 14][:3]
+    return out
+
+
+def main() -> None:
+    """Run the four rankings and print recall@10/@20 and the floor table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--plan", action="store_true", help="also ask the LLM for queries")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for path, what in ((args.corpus, "corpus"), (args.devset, "dev set")):
+        if not path.is_file():
+            raise SystemExit(f"{what} not found: {path}")
+    overrides: dict[str, Any] = {"offline": True, "corpus": args.corpus}
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    settings = load_settings(**overrides)
+
+    rows = load_devset(args.devset)
+    relevant: dict[tuple[str, str], set[str]] = defaultdict(set)
+    labelled: dict[tuple[str, str], dict[str, bool]] = defaultdict(dict)
+    for row in rows:
+        key = (row["prompt"], row["claim_id"])
+        labelled[key][row["arxiv_id"]] = bool(row["relevant"])
+        if row["relevant"]:
+            relevant[key].add(row["arxiv_id"])
+    briefs = {name: parse_prompt(find_prompt(name).read_text(encoding="utf-8"))
+              for name in sorted({r["prompt"] for r in rows})}
+    claims = {key: match_claim(briefs[key[0]], key[1], "") for key in labelled}
+    print(f"dev set: {len(rows)} rows, {sum(map(len, relevant.values()))} relevant, "
+          f"{len(labelled)} claims of {len(briefs)} prompts")
+
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    store = PaperStore(settings)
+    ingest = getattr(store, "ingest_corpus", None)
+    if callable(ingest):
+        ingest(args.corpus, progress=True)
+    else:
+        store.upsert(iter_corpus(args.corpus), progress=True)
+    timings["store ready (ingest or no-op)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lexical = LexicalIndex.for_corpus(args.corpus, settings.data_dir)
+    timings["bm25 index ready (build or load)"] = time.perf_counter() - t0
+    dense = store_dense_search(store)
+
+    planned: dict[tuple[str, str], list[str]] = {}
+    for name, brief in briefs.items():
+        llm_queries = plan_with_llm(settings, brief["claims"]) if args.plan else {}
+        for claim in brief["claims"]:
+            planned[(name, claim["id"])] = ([" ".join(keywords(claim["text"])[:8]),
+                                             claim["text"]]
+                                            + llm_queries.get(claim["id"], []))
+
+    t0 = time.perf_counter()
+    scan: dict[tuple[str, str], list[str]] = {}
+    for name, brief in briefs.items():
+        wanted = [c for c in brief["claims"] if (name, c["id"]) in labelled]
+        found = keyword_scan(args.corpus, wanted,
+                             {c["id"]: planned[(name, c["id"])] for c in wanted}, DEPTH)
+        scan.update({(name, cid): ids for cid, ids in found.items()})
+    timings["keyword scan"] = time.perf_counter() - t0
+
+    methods = {"dense only": HybridRetriever(None, dense),
+               "bm25 only": HybridRetriever(lexical, None),
+               "hybrid": HybridRetriever(lexical, dense)}
+    ranked: dict[str, dict[tuple[str, str], list[str]]] = {"keyword scan": scan}
+    for method, retriever in methods.items():
+        t0 = time.perf_counter()
+        ranked[method] = {}
+        for key, claim in claims.items():
+            queries = claim_queries(claim, planned[key], briefs[key[0]])
+            fused = retriever.rank(queries, 3 * DEPTH, date_floor(claim["date_from"]))
+            days = {pid: p.published for pid, p in _get(store, [i for i, _ in fused]).items()}
+            labels = {pid: recency_label(days.get(pid), claim["date_from"], claim["date_to"])
+                      for pid, _ in fused}
+            ranked[method][key] = [pid for pid, _ in prefer_newer(fused, labels)][:DEPTH]
+        timings[method] = time.perf_counter() - t0
+
+    results = {m: {"recall@10": round(recall(r, relevant, 10), 3),
+                   "recall@20": round(recall(r, relevant, 20), 3)} for m, r in ranked.items()}
+    base = results["keyword scan"]["recall@20"]
+    print(f"\n{'method':<14} {'recall@10':>9} {'recall@20':>9}  {'vs keyword scan @20':>20}"
+          f"  seconds")
+    for method, res in results.items():
+        ratio = f"{res['recall@20'] / base:.1f}x" if base else "n/a (baseline 0)"
+        print(f"{method:<14} {res['recall@10']:>9.3f} {res['recall@20']:>9.3f}  {ratio:>20}"
+              f"  {timings[method]:.1f}")
+    print("\nper prompt, hybrid recall@20:")
+    for name in briefs:
+        sub = {k: v for k, v in relevant.items() if k[0] == name}
+        print(f"  {name}: {recall(ranked['hybrid'], sub, 20):.3f} "
+              f"({sum(map(len, sub.values()))} relevant)")
+
+    floors = floor_table(store, claims, labelled)
+    print(f"\nrelevance floor (cosine of claim and paper), labelled rows kept "
+          f"[current RELEVANCE_FLOOR={RELEVANCE_FLOOR}]:")
+    print(f"{'floor':>6} {'relevant kept':>14} {'not relevant kept':>18}")
+    for floor, (rel, irr) in floors.items():
+        print(f"{floor:>6.2f} {rel:>14.3f} {irr:>18.3f}")
+    for what, seconds in timings.items():
+        print(f"time: {what}: {seconds:.1f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "floors": floors,
+                                         "timings": timings}, indent=2) + "\n")
+
+
+def _get(store: PaperStore, ids: list[str]) -> dict[str, Paper]:
+    get_many = getattr(store, "get_many", None)
+    if callable(get_many):
+        return dict(get_many(ids))
+    return {i: p for i in ids if (p := store.get(i)) is not None}
+
+
+def floor_table(store: PaperStore, claims: dict[tuple[str, str], Claim],
+                labelled: dict[tuple[str, str], dict[str, bool]]
+                ) -> dict[float, tuple[float, float]]:
+    """For each floor: share of relevant and of not-relevant rows with cosine >= floor."""
+    sims: list[tuple[float, bool]] = []
+    for key, labels in labelled.items():
+        papers = _get(store, list(labels))
+        ids = [i for i in labels if i in papers]
+        docs = [f"{papers[i].title}\n\n{papers[i].abstract}" for i in ids]
+        for pid, sim in zip(ids, cosine_relevance(store.embedder, claims[key]["text"], docs),
+                            strict=True):
+            sims.append((sim, labels[pid]))
+    rel = [s for s, r in sims if r]
+    irr = [s for s, r in sims if not r]
+    return {f: (sum(s >= f for s in rel) / max(1, len(rel)),
+                sum(s >= f for s in irr) / max(1, len(irr))) for f in FLOORS}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Hybrid retrieval over a local corpus: a kept BM25 index fused with dense store rankings.
+
+Dense vectors (MiniLM in the paper store) blur rare exact terms ("GRPO", "DPO"); BM25 misses
+paraphrase. Each query is ranked by both, and every list (several queries per claim, times two
+rankers, plus any outside list such as live arXiv) is fused by reciprocal rank
+(:func:`tools.ranking.reciprocal_rank_fusion`).
+
+The BM25 side is :class:`LexicalIndex`: built once per corpus file over title + abstract with
+``bm25s`` (Snowball-stemmed, English stop words dropped), saved under
+``<data_dir>/bm25/<fingerprint>/`` where the fingerprint is the SHA-256 of the corpus bytes and
+the index format, and loaded in well under a second on later runs. Built into a temporary folder
+and renamed into place under a file lock, so a killed build leaves nothing half-written and two
+processes never build the same index at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import BadInputError
+from core.fsutil import atomic_write_text
+from core.lock import FileLock
+from tools.corpus import iter_corpus
+from tools.ranking import reciprocal_rank_fusion
+
+log = logging.getLogger(__name__)
+
+# Bump when the tokenization or the saved layout changes: old indexes are then rebuilt.
+INDEX_FORMAT = "bm25s-0.3/title2-abstract/snowball-en/stop-en/v1"
+# Ranked ids taken from each (query, ranker) list before fusion. RRF only needs the head of
+# each list; 100 keeps a paper that several queries rank moderately well.
+LIST_DEPTH = 100
+DENSE_WEIGHT = 1.0
+LEXICAL_WEIGHT = 1.0
+
+# (queries, n, since) -> per query, [(arxiv_id, score)] best first; the paper store's shape.
+DenseSearch = Callable[[list[str], int, "date | None"], list[list[tuple[str, float]]]]
+
+
+def corpus_fingerprint(path: Path | str) -> str:
+    """Return a hex digest naming this corpus file's exact bytes and the index format."""
+    digest = hashlib.sha256(INDEX_FORMAT.encode())
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise BadInputError(f"cannot read corpus {path}: {exc}") from None
+    return digest.hexdigest()[:24]
+
+
+def _day_int(day: date | None) -> int:
+    return day.year * 10000 + day.month * 100 + day.day if day else 0
+
+
+def _stemmer() -> Any:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+def _tokenize(texts: list[str], stemmer: Any, *, ids: bool) -> Any:
+    import bm25s
+
+    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=ids,
+                          show_progress=False)
+
+
+def document_text(title: str, abstract: str) -> str:
+    """Return the text BM25 indexes for one paper: the title twice (it names the topic)."""
+    return f"{title} {title} {abstract}"
+
+
+class LexicalIndex:
+    """BM25 over the title and abstract of every paper of one corpus file.
+
+    ``ids[i]`` and ``days[i]`` (YYYYMMDD, 0 when undated) describe document ``i``.
+    """
+
+    def __init__(self, retriever: Any, ids: list[str], days: np.ndarray, path: Path | None
+                 ) -> None:
+        """Wrap a built ``bm25s.BM25``; use :meth:`for_corpus` or :meth:`build` instead."""
+        self.retriever = retriever
+        self.ids = ids
+        self.days = days
+        self.path = path
+        self._stemmer = _stemmer()
+
+    def __len__(self) -> int:
+        """Return how many papers the index holds."""
+        return len(self.ids)
+
+    @classmethod
+    def for_corpus(cls, corpus: Path | str, data_dir: Path | str, *, progress: bool = True
+                   ) -> LexicalIndex:
+        """Load this corpus's saved index from ``data_dir``; build and save it first if none.
+
+        Building takes about 40 s for the 46,696-record shared corpus on 2 cores.
+        """
+        root = Path(data_dir) / "bm25"
+        folder = root / corpus_fingerprint(corpus)
+        if (folder / "meta.json").is_file():
+            return cls.load(folder)
+        root.mkdir(parents=True, exist_ok=True)
+        with FileLock(root / f"{folder.name}.lock", "bm25 index build", wait=True):
+            if (folder / "meta.json").is_file():  # another process built it while we waited
+                return cls.load(folder)
+            index = cls.build(corpus, progress=progress)
+            index.save(folder)
+        log.info("built BM25 index of %d papers at %s", len(index), folder)
+        return index
+
+    @classmethod
+    def build(cls, corpus: Path | str, *, progress: bool = True) -> LexicalIndex:
+        """Build an index in memory from every readable record of ``corpus`` (first id wins)."""
+        import bm25s
+
+        ids: list[str] = []
+        days: list[int] = []
+        texts: list[str] = []
+        seen: set[str] = set()
+        for paper in iter_corpus(corpus):
+            if paper.arxiv_id in seen:
+                continue
+            seen.add(paper.arxiv_id)
+            ids.append(paper.arxiv_id)
+            days.append(_day_int(paper.published))
+            texts.append(document_text(paper.title, paper.abstract))
+        if not ids:
+            raise BadInputError(f"corpus {corpus} holds no readable papers to index")
+        tokens = _tokenize(texts, _stemmer(), ids=True)
+        retriever = bm25s.BM25()
+        retriever.index(tokens, show_progress=progress)
+        return cls(retriever, ids, np.asarray(days, dtype=np.int32), None)
+
+    def save(self, folder: Path) -> None:
+        """Write the index to ``folder`` atomically (a temporary sibling renamed into place)."""
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.retriever.save(str(tmp), show_progress=False)
+        np.save(tmp / "days.npy", self.days)
+        atomic_write_text(tmp / "ids.json", json.dumps(self.ids))
+        # meta.json last: its presence marks a complete index.
+        atomic_write_text(tmp / "meta.json", json.dumps({"format": INDEX_FORMAT,
+                                                         "papers": len(self.ids)}))
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+        self.path = folder
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        """Load an index saved by :meth:`save`."""
+        import bm25s
+
+        retriever = bm25s.BM25.load(str(folder))
+        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
+        days = np.load(folder / "days.npy")
+        return cls(retriever, ids, days, folder)
+
+    def search(self, queries: Sequence[str], n: int, since: date | None = None
+               ) -> list[list[tuple[str, float]]]:
+        """Rank papers for each query by BM25; keep at most ``n`` with a positive score.
+
+        ``since`` keeps papers published on or after it (undated papers are then left out).
+        Return one ``[(arxiv_id, score)]`` list per query, best first.
+        """
+        if n < 1 or not queries:
+            return [[] for _ in queries]
+        mask = None
+        if since is not None:
+            mask = (self.days >= _day_int(since)).astype(np.float32)
+        k = min(n, len(self.ids))
+        out: list[list[tuple[str, float]]] = []
+        for tokens in _tokenize(list(queries), self._stemmer, ids=False):
+            if not tokens:
+                out.append([])
+                continue
+            docs, scores = self.retriever.retrieve([tokens], k=k, show_progress=False,
+                                                   weight_mask=mask, n_threads=0)
+            out.append([(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0],
+                                                                     strict=True) if s > 0])
+        return out
+
+
+@dataclass(frozen=True)
+class WeightedQuery:
+    """A query and how much its rankings count in the fusion (the claim itself counts most)."""
+
+    text: str
+    weight: float = 1.0
+
+
+class HybridRetriever:
+    """Fuse BM25 and dense rankings of several queries by reciprocal rank.
+
+    Either side may be None (the bench measures each alone); ``dense`` has the shape of the
+    paper store's dense search (:data:`DenseSearch`).
+    """
+
+    def __init__(self, lexical: LexicalIndex | None, dense: DenseSearch | None,
+                 *, depth: int = LIST_DEPTH, lexical_weight: float = LEXICAL_WEIGHT,
+                 dense_weight: float = DENSE_WEIGHT) -> None:
+        """Keep the rankers; ``depth`` ids are taken from each list before fusion."""
+        if lexical is None and dense is None:
+            raise ValueError("hybrid retrieval needs a lexical index, a dense search or both")
+        self.lexical = lexical
+        self.dense = dense
+        self.depth = depth
+        self.lexical_weight = lexical_weight
+        self.dense_weight = dense_weight
+
+    def rank(self, queries: Sequence[WeightedQuery], n: int, since: date | None = None,
+             extra: Sequence[tuple[list[str], float]] = ()) -> list[tuple[str, float]]:
+        """Return the ``n`` best ``(arxiv_id, fused score)`` for the queries, best first.
+
+        ``since`` bounds the publication date below (inclusive); ``extra`` adds ranked id lists
+        from elsewhere (e.g. live arXiv) with their weights. Blank queries are ignored.
+        """
+        queries = [q for q in queries if q.text.strip()]
+        texts = [q.text for q in queries]
+        rankings: list[list[str]] = []
+        weights: list[float] = []
+        for ranker, side_weight in ((self.lexical.search if self.lexical else None,
+                                     self.lexical_weight),
+                                    (self.dense, self.dense_weight)):
+            if ranker is None or not texts:
+                continue
+            for query, hits in zip(queries, ranker(texts, self.depth, since), strict=True):
+                rankings.append([doc_id for doc_id, _ in hits])
+                weights.append(side_weight * query.weight)
+        for ids, weight in extra:
+            rankings.append(list(ids))
+            weights.append(weight)
+        return reciprocal_rank_fusion(rankings, weights)[:n]
+
+
+def cosine_relevance(embed: Callable[[list[str]], Any], claim: str, documents: list[str]
+                     ) -> list[float]:
+    """Return the cosine similarity of ``claim`` to each document under ``embed``.
+
+    ``embed`` maps texts to unit vectors (the paper store's embedder); this is the absolute
+    relevance the evidence floor is applied to, since fused scores only order papers.
+    """
+    if not documents:
+        return []
+    vectors = np.asarray(embed([claim, *documents]), dtype=np.float32)
+    return [float(v) for v in vectors[1:] @ vectors[0]]
+
+
+def store_dense_search(store: Any) -> DenseSearch:
+    """Return the paper store's dense ranking as a :data:`DenseSearch`.
+
+    Uses ``PaperStore.dense_search`` (pure cosine, one batched call for all queries); a store
+    without it is ranked by its per-query ``search`` (cosine blended with term overlap).
+    """
+    dense = getattr(store, "dense_search", None)
+    if callable(dense):
+        return lambda queries, n, since: dense(list(queries), n, since=since)
+
+    def per_query(queries: list[str], n: int, since: date | None) -> list[list[tuple[str, float]]]:
+        return [[(p.arxiv_id, float(s)) for p, s in store.search(q, k=n, since=since)]
+                for q in queries]
+
+    return per_query
+
+
+class ClaimRelevance:
+    """The cosine of one claim to papers, for the evidence floor.
+
+    Papers in the head (``depth``) of the store's dense ranking of the claim text take the
+    cosine the store computed; only the others are embedded here, so a run embeds a handful of
+    abstracts instead of every shortlisted one.
+    """
+
+    def __init__(self, claim: str, embed: Callable[[list[str]], Any],
+                 dense: DenseSearch | None = None, since: date | None = None,
+                 depth: int = 2 * LIST_DEPTH) -> None:
+        """Ask ``dense`` (when given) once for the claim's ranking; keep its cosines."""
+        self.claim = claim
+        self.embed = embed
+        self.known: dict[str, float] = dict(dense([claim], depth, since)[0]) if dense else {}
+
+    def __call__(self, papers: Sequence[Any]) -> list[float]:
+        """Return the cosine of the claim to each paper (objects with arxiv_id/title/abstract)."""
+        missing = [p for p in papers if p.arxiv_id not in self.known]
+        docs = [f"{p.title}\n\n{p.abstract}".strip() for p in missing]
+        self.known.update({p.arxiv_id: s for p, s in zip(
+            missing, cosine_relevance(self.embed, self.claim, docs), strict=True)})
+        return [self.known[p.arxiv_id] for p in papers]
