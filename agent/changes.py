@@ -115,6 +115,8 @@ def _why(old: dict[str, Any], new: dict[str, Any], fresh: list[dict[str, Any]],
     if old_rt.get("supports_claim") != new_rt.get("supports_claim"):
         reasons.append(f"re-test support changed from {old_rt.get('supports_claim')} to "
                        f"{new_rt.get('supports_claim')}")
+    if new.get("verdict_reason") and new.get("verdict_reason") != old.get("verdict_reason"):
+        reasons.append(f"verdict rule now reads: {new['verdict_reason']}")
     if not reasons:
         reasons.append("same evidence re-judged: the judging model changed its mind")
     return reasons

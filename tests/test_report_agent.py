@@ -126,11 +126,8 @@ def test_graph_wiring_with_fake_model(isolated_env, small_corpus, seed_prompt, t
                                             "verdict", "report", "done"}
     bib = (tmp_path / "out" / "references.bib").read_text()
     assert all(f"eprint = {{{c}}}" in bib for c in report["citations"])
-    # No tiny-model warning for fakes; the unmeasured judge's line comes first.
-    assert md.splitlines()[0].startswith("> **Judge unmeasured:** stances do not decide verdicts")
-    assert md.splitlines()[2] == "# Re-test report"
-    assert all(c["verdict"] == "unresolved" and c["verdict_reason"].startswith("judge unmeasured")
-               for c in report["claims"])
+    # No tiny-model warning for fakes; the judge's line (figures or "unmeasured") comes first.
+    assert md.splitlines()[0].startswith("> **Judge") and md.splitlines()[2] == "# Re-test report"
 
 
 @pytest.mark.slow
@@ -164,6 +161,42 @@ def test_cancelled_run_resumes_without_redoing_finished_calls(isolated_env, smal
     assert 0 < second.usage.calls < first.usage.calls
     assert outcome.report["run_id"] == "killed1"
     assert sum(len(c["evidence"]) for c in outcome.report["claims"]) == len(judged)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kappa_ci", "decides"), [((-0.08, 0.14), False), ((0.41, 0.63), True)])
+def test_judge_measurement_gates_the_verdicts(isolated_env, small_corpus, seed_prompt, tmp_path,
+                                              kappa_ci, decides):
+    """A kept chance-level measurement of the judging model leaves every claim unresolved with
+    its figures as the reason; the same run with a judge above chance lets stances decide."""
+    from agent.judge_eval import quality_path, save_quality
+    from agent.run import run_report
+
+    fake = FakeLLM()
+    settings = _settings(small_corpus)
+    method = "generate"  # the fake cannot score labels by log-likelihood
+    save_quality(settings, {"model": fake.model, "method": method, "n": 180, "accuracy": 0.5,
+                            "macro_f1": 0.4, "kappa": sum(kappa_ci) / 2, "kappa_ci": list(kappa_ci),
+                            "majority_baseline": 0.45, "labels_sha256": "0" * 64,
+                            "measured_at": "2026-12-04T00:00:00+00:00"})
+    assert quality_path(settings, fake.model, method).is_file()
+    outcome = run_report(seed_prompt.read_text(), settings, tmp_path / "out",
+                         llm_factory=lambda: fake,
+                         options=ReportOptions(papers_per_claim=3, retest_limit=0))
+    report = outcome.report
+    assert report["judge"]["decides_verdicts"] is decides
+    assert report["judge"]["quality"]["kappa_ci"] == list(kappa_ci)
+    md = (tmp_path / "out" / "report.md").read_text()
+    figures = f"kappa {sum(kappa_ci) / 2:.2f} [{kappa_ci[0]:.2f}, {kappa_ci[1]:.2f}]"
+    assert md.startswith("> **Judge:** fake-model (generate), n=180") and figures in md
+    reasons = [c["verdict_reason"] for c in report["claims"]]
+    if decides:
+        assert all("judge agreement above chance" in r or "counted relevant paper" in r
+                   for r in reasons), reasons
+    else:
+        assert all(c["verdict"] == "unresolved" for c in report["claims"])
+        assert all(r.startswith(f"the judge's agreement with hand labels is no better than "
+                                f"chance: {figures}, n=180") for r in reasons), reasons
 
 
 def test_cli_bad_input_is_one_line_exit_2(isolated_env, tmp_path, capsys):

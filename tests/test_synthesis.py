@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 from langgraph.runtime import Runtime
 
-from agent.nodes.context import RunContext
+from agent.nodes.context import ReportOptions, RunContext
 from agent.nodes.synthesis import (
     choose_questions,
     decide_verdict,
@@ -166,7 +166,7 @@ def _state(judge: dict | None, evidence: list[dict]) -> dict:
 
 
 def _ctx(model: str = "m") -> SimpleNamespace:
-    return SimpleNamespace(model_name=model, run_id="r1",
+    return SimpleNamespace(model_name=model, run_id="r1", options=ReportOptions(),
                            settings=SimpleNamespace(corpus=None, offline=True))
 
 
@@ -236,6 +236,12 @@ def test_changes_md_reads_reports_with_the_new_fields():
     assert [p["arxiv_id"] for p in changes["new_papers"][0]["papers"]] == ["2601.00002"]
     assert changes["verdicts_changed"][0]["to"] == "relaxed"
     assert "unresolved → relaxed" in render_changes_md(changes)
+    # Same evidence, newly measured judge: the change is the rule's, not the model's mind.
+    evidence += [ev("relaxes", True, "2601.00002")]
+    old = build_report_json(_state(None, evidence), _ctx())
+    new = build_report_json(_state(GOOD, evidence), _ctx())
+    [why] = diff_reports(old, new)["verdicts_changed"][0]["why"]
+    assert why.startswith("verdict rule now reads: counted stances: 0 supports, 2 relaxes")
 
 
 # ---------------------------------------------------------------- research questions
