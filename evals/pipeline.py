@@ -206,7 +206,15 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
             # model really is (model_a/model_b when the spec is descriptive).
             summary = stats.summarize(table, seen=seen, unseen=unseen, base=second.label,
                                       fine_tuned=first.label, seed=spec.seed)
+            gap = summary["gap"]
             summary.update({
+                "headline": {
+                    "name": ("memorization gap" if spec.decides else "difference in "
+                             "differences (descriptive)") + f" ({seen} minus {unseen} "
+                             f"advantage of {first.label} over {second.label})",
+                    "effect": gap["gap"], "ci": gap["ci"], "p_value": gap["p_value"],
+                    "n": sum(int(d["n"]) for d in summary["paired_difference"].values()),
+                    "supports_claim": summary["supports_claim"]},
                 "decides": spec.decides,
                 "design": spec.design_line(),
                 "model_roles": {m.label: m.role for m in spec.models},

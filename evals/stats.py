@@ -73,7 +73,26 @@ def paired_difference(fine_tuned: Sequence[float] | np.ndarray,
     mean = float(diff.mean()) if diff.size else math.nan
     return {"n": int(diff.size), "diff": mean,
             "ci": list(bootstrap_mean_ci(diff, seed=seed, n_boot=n_boot)),
+            "p_value": sign_flip_p(diff, seed=seed),
             "min_detectable": min_detectable_effect(diff)}
+
+
+def sign_flip_p(diffs: Sequence[float] | np.ndarray, *, seed: int = 0,
+                n_perm: int = 5000) -> float:
+    """Return the two-sided paired permutation p of mean(diffs) = 0 (NaN when empty).
+
+    Under the null each item's two answers are exchangeable, so each difference's sign is a coin
+    flip; +1 corrected so it is never exactly zero. All-zero differences give 1.0.
+    """
+    data = _as_array(diffs)
+    if data.size == 0:
+        return math.nan
+    observed = abs(float(data.mean()))
+    rng = np.random.default_rng(seed)
+    signs = rng.integers(0, 2, size=(n_perm, data.size)) * 2 - 1
+    perm = np.abs((signs * data).mean(axis=1))
+    extreme = int(np.sum(perm >= observed - 1e-12))
+    return (extreme + 1) / (n_perm + 1)
 
 
 def min_detectable_effect(diffs: Sequence[float] | np.ndarray) -> float:

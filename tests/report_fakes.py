@@ -49,7 +49,7 @@ class FakeLLM:
             stance = ("overturns" if "contradict" in low else
                       "supports" if "confirm" in low else "relaxes")
             return schema(summary=" ".join(abstract.split()[:25])[:290], stance=stance)
-        if name == "_Queries":
+        if name == "PlannedQueries":
             return schema(queries=["fine-tuning memorization novel items"])
         if name == "RecipeChoice":
             options = get_args(schema.model_fields["recipe"].annotation)

@@ -175,3 +175,15 @@ def test_holm_matches_hand_computed_values(raw: dict[str, float | None],
 def test_holm_rejects_an_impossible_p_value() -> None:
     with pytest.raises(ValueError, match="not in"):
         stats.holm({"a": 1.5})
+
+
+@pytest.mark.parametrize(("diffs", "low", "high"), [
+    ([1.0] * 12, 0.0, 0.001),  # 12 wins of 12: p = 2 / 4096 exactly, about 0.0005
+    ([1.0, -1.0] * 10, 0.9, 1.0),  # balanced: no evidence
+    ([0.0] * 5, 1.0, 1.0),  # no disagreement at all
+])
+def test_paired_difference_has_a_sign_flip_p(diffs: list[float], low: float,
+                                             high: float) -> None:
+    p = stats.paired_difference(diffs, [0.0] * len(diffs))["p_value"]
+    assert low <= p <= high
+    assert math.isnan(stats.sign_flip_p([]))

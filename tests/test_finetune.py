@@ -12,7 +12,15 @@ from evals import scoring
 from evals.items import Item
 from evals.recipes import contamination as cont
 from evals.recipes.analyses import _dose_summary
-from evals.recipes.selfverify import parse_verdict, verification_gap
+from evals.recipes.selfverify import (
+    auroc,
+    calibration_ids,
+    claim_reading,
+    parse_verdict,
+    pick_threshold,
+    verification_gap,
+    verifier_score,
+)
 
 
 def _items(prefix: str, n: int) -> list[Item]:
@@ -124,27 +132,69 @@ def test_dpo_pairs_for_multiple_choice_reject_another_option() -> None:
 # ----------------------------------------------------------------------------- statistics
 
 
-def test_self_verification_gap_on_constructed_data() -> None:
-    correct = [1, 1, 0, 0, 1, 0, 0, 0, 1, 0]
-    accepted = [True, True, True, False, False, True, None, False, True, False]
-    out = verification_gap(correct, accepted, seed=0, n_boot=500)
-    assert out["generation_accuracy"]["accuracy"] == pytest.approx(0.4)
-    assert out["self_accepted_accuracy"]["accuracy"] == pytest.approx(0.6)
-    assert out["external_accepted_accuracy"]["accuracy"] == pytest.approx(1.0)
-    assert out["gap"]["diff"] == pytest.approx(0.4)
-    assert out["self_verification_gain"]["diff"] == pytest.approx(0.2)
-    assert out["verification_accuracy"]["accuracy"] == pytest.approx(0.7)
-    assert out["n_unparsed_verdicts"] == 1 and out["n_self_accepted"] == 5
+def test_calibrated_verifier_that_separates_answers_closes_the_gap() -> None:
+    # 40 items, every other one calibrates. Right answers score high, wrong ones low, so the
+    # Youden threshold (picked on calibration items only) accepts exactly the right answers.
+    correct = [i % 8 < 2 for i in range(40)]  # 25% right, in calibration and evaluation alike
+    scores = [(2.0 if c else -1.0) + (0.5 if i % 2 else 0.0) for i, c in enumerate(correct)]
+    calib = [i % 2 == 0 for i in range(40)]
+    out = verification_gap(correct, scores, calib, margin=0.05, seed=0, n_boot=500, n_perm=500)
+    assert out["threshold"] == pytest.approx(2.0) and "Youden" in out["threshold_basis"]
+    assert out["n"] == 20 and out["n_calibration"] == 20 and out["n_self_accepted"] == 5
+    assert out["generation_accuracy"]["accuracy"] == pytest.approx(0.25)
+    assert out["self_accepted_accuracy"]["accuracy"] == pytest.approx(1.0)
+    assert out["gap"]["diff"] == pytest.approx(0.75)  # self-accepted minus all answers
+    assert out["shortfall"]["diff"] == pytest.approx(0.0)  # as good as the external verifier
+    assert out["auroc"]["auroc"] == pytest.approx(1.0)
+    assert out["gap"]["p_value"] < 0.01 and out["gap"]["n"] == 20
+    assert out["supports_claim"] is False  # the model validates its own answers: claim fails
 
 
-def test_self_verification_supports_claim_follows_the_ci() -> None:
-    correct = [1, 0] * 100
-    perfect = verification_gap(correct, [bool(c) for c in correct], seed=0, n_boot=500)
-    assert perfect["gap"]["diff"] == pytest.approx(0.0)
-    assert perfect["supports_claim"] is True  # gain 0.5, CI far above 0
-    rubber_stamp = verification_gap(correct, [True] * 200, seed=0, n_boot=500)
-    assert rubber_stamp["gap"]["diff"] == pytest.approx(0.5)
-    assert rubber_stamp["supports_claim"] is not True
+def test_a_verifier_that_says_the_same_for_everything_adds_nothing() -> None:
+    correct = [i % 3 == 0 for i in range(60)]
+    out = verification_gap(correct, [-4.0] * 60, [i < 30 for i in range(60)], n_boot=300,
+                           n_perm=300)
+    # One score for all: every answer is accepted, the gain is exactly 0 and the claim holds.
+    assert out["n_self_accepted"] == 30 and out["gap"]["diff"] == pytest.approx(0.0)
+    assert out["gap"]["ci"] == [0.0, 0.0] and out["gap"]["p_value"] == pytest.approx(1.0)
+    assert out["supports_claim"] is True
+    assert out["auroc"]["auroc"] == pytest.approx(0.5)
+
+
+def test_threshold_falls_back_to_the_median_when_calibration_cannot_tell() -> None:
+    t, how = pick_threshold([-3.0, -1.0, -2.0, -5.0], [False] * 4)
+    assert t == pytest.approx(-2.5) and "fallback" in how
+    assert pick_threshold([], [])[0] == 0.0
+    with pytest.raises(ValueError, match="lengths differ"):
+        verification_gap([True], [0.1, 0.2], [True])
+
+
+@pytest.mark.parametrize(("scores", "correct", "expected"), [
+    ([1, 2, 3, 4], [False, False, True, True], 1.0),
+    ([4, 3, 2, 1], [False, False, True, True], 0.0),
+    ([1, 1], [True, False], 0.5),
+    ([1, 3, 2], [True, False, True], 0.0),  # both right answers score below the wrong one
+])
+def test_auroc_by_hand(scores: list[float], correct: list[bool], expected: float) -> None:
+    assert auroc(scores, correct) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("ci", "expected"), [
+    ([-0.10, 0.04], True), ([0.06, 0.20], False), ([0.0, 0.10], None),
+    ([float("nan"), 0.1], None)])
+def test_claim_reading_uses_the_margin(ci: list[float], expected: bool | None) -> None:
+    assert claim_reading({"ci": ci}, 0.05) is expected
+
+
+def test_verifier_score_pools_both_casings() -> None:
+    import math
+
+    logprobs = [math.log(0.3), math.log(0.1), math.log(0.2), math.log(0.2)]
+    assert verifier_score(logprobs) == pytest.approx(0.0)
+    assert verifier_score([0.0, -50.0, -2.0, -50.0]) == pytest.approx(2.0, abs=1e-6)
+    ids = [f"i{k}" for k in range(10)]
+    assert len(calibration_ids(ids, 0.5, 0)) == 5
+    assert calibration_ids(ids, 0.5, 0) == calibration_ids(list(reversed(ids)), 0.5, 0)
 
 
 @pytest.mark.parametrize(("text", "verdict"), [
@@ -403,21 +453,33 @@ def test_self_verification_recipe_runs_end_to_end_and_resumes(
     env = {k: v for k, v in os.environ.items() if not k.startswith("RETEST_")}
     env["RETEST_DATA_DIR"] = str(repo / ".retest")  # where llm_base_url's server is recorded
     out = tmp_path / "sv"
-    cmd = [sys.executable, "-m", "agent.cli", "eval", "self_verification_gap", "--limit", "8",
+    cmd = [sys.executable, "-m", "agent.cli", "eval", "self_verification_gap", "--limit", "16",
            "--out", str(out), "--json", "--quiet"]
     first = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     summary = json.loads(first.stdout)  # nothing but the summary on stdout
     assert summary["recipe"] == "self_verification" and summary["supports_claim"] in (
         True, False, None)
-    assert summary["n"] == 8 and 0 <= summary["generation_accuracy"]["accuracy"] <= 1
-    for name in ("summary.json", "summary.md", "results.jsonl", "verdicts.jsonl", "run.json"):
+    # Half the items calibrate the verifier's threshold, half measure: the gap is a number now
+    # (the free-text verdicts of the 135M model rejected every answer, leaving it undefined).
+    assert summary["n"] == 8 and summary["n_calibration"] == 8
+    assert 0 <= summary["generation_accuracy"]["accuracy"] <= 1
+    assert summary["n_self_accepted"] >= 1
+    gap = summary["gap"]
+    assert -1 <= gap["diff"] <= 1 and gap["ci"][0] <= gap["diff"] <= gap["ci"][1]
+    assert 0 < gap["p_value"] <= 1 and summary["headline"]["effect"] == gap["diff"]
+    assert summary["decides"] is True and "calibration items" in summary["design"]
+    fixed = json.loads((out / "run.json").read_text())["fixed"]
+    assert fixed["spec_sha256"] == summary["spec"]["sha256"] and fixed["test_items"] == 16
+    assert fixed["resolved_spec"]["verify"]["margin"] == summary["margin"]
+    for name in ("summary.json", "summary.md", "results.jsonl", "verifier_scores.jsonl",
+                 "self_verification.png"):
         assert (out / name).is_file(), name
     lines = (out / "results.jsonl").read_text().splitlines()
-    verdicts = (out / "verdicts.jsonl").read_text().splitlines()
-    assert len(lines) == 8 and len(verdicts) == 8
+    verdicts = (out / "verifier_scores.jsonl").read_text().splitlines()
+    assert len(lines) == 16 and len(verdicts) == 16
     again = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out / "results.jsonl").read_text().splitlines() == lines  # resumed, not re-asked
-    assert (out / "verdicts.jsonl").read_text().splitlines() == verdicts
+    assert (out / "verifier_scores.jsonl").read_text().splitlines() == verdicts
     assert json.loads(again.stdout)["generation_accuracy"] == summary["generation_accuracy"]

@@ -18,7 +18,7 @@ from core.fsutil import atomic_write_text
 from core.settings import Settings
 from evals import stats
 from evals.recipes import contamination as cont
-from evals.recipes import selfverify
+from evals.recipes import passk, selfverify, template_transfer
 from evals.recipes.common import (
     correct_by_item,
     gap_entry,
@@ -85,7 +85,20 @@ def dose_response(loaded: LoadedRecipe, out: Path, settings: Settings, timed: St
             per_dose.append(_dose_summary(records, plan, names[label], trained[label].manifest,
                                           spec.seed))
     largest = max((d for d in per_dose if d["n_planted"]), key=lambda d: d["dose"], default=None)
+    c, ft = spec.contamination, spec.finetune
+    n_control = round(c.control_fraction * len(test_items))
+    head = {} if largest is None else {**largest["gap"],
+                                       "n": largest["n_planted"] + n_control}
     return {
+        "decides": True,
+        "design": (f"{ft.base_model} LoRA-{ft.method.upper()} once per dose "
+                   f"{list(c.doses)} on {c.budget} training items with that share of a "
+                   f"{len(test_items) - n_control}-item test pool planted ({c.copy_kind}), "
+                   f"{ft.max_steps} steps each; compared: tuned minus untuned base accuracy on "
+                   f"planted vs {n_control} never-planted test items."),
+        "headline": _headline("memorization gap at the largest dose (planted minus "
+                              "never-planted advantage over the base)", head, "gap",
+                              largest["supports_claim"] if largest else None),
         "doses": per_dose,
         "gap_by_dose": [{"dose": d["dose"], **d["gap"]} for d in per_dose],
         "supports_claim": largest["supports_claim"] if largest else None,
@@ -164,12 +177,23 @@ def sft_vs_dpo(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stage
     diffs = {s: _paired(records, dpo, sft, k, spec.seed) for s, k in splits.items()}
     unseen = splits["novel"] + splits["variant"]
     diffs["unseen"] = _paired(records, dpo, sft, unseen, spec.seed)
+    supports = stats.supports_claim({"gap": diffs["unseen"]})
+    ft = spec.finetune
     return {
+        "decides": True,
+        "design": (f"{ft.base_model} trained twice on the same {spec.contamination.budget} "
+                   f"items ({len(plan.planted_ids)} test items among them), {ft.max_steps} "
+                   f"steps each: SFT on the right answers vs DPO against "
+                   f"{spec.dpo.rejected.replace('_', ' ')} rejected answers; compared: DPO "
+                   f"minus SFT, paired by item, on {len(unseen)} unseen items (novel + "
+                   f"variants)."),
+        "headline": _headline("DPO minus SFT on unseen items (novel + variants)",
+                              diffs["unseen"], "diff", supports),
         "models": {"sft": sft, "dpo": dpo, "base": "base"},
         "accuracy": accuracy,
         "dpo_minus_sft": diffs,
         "gap": diffs["unseen"],
-        "supports_claim": stats.supports_claim({"gap": diffs["unseen"]}),
+        "supports_claim": supports,
         "rule": ("supports_claim reads DPO minus SFT on unseen items (novel + variants), paired "
                  "by item, with the memorization-gap CI rule of evals.stats."),
         "counts": {s: len(k) for s, k in splits.items()},
@@ -187,7 +211,7 @@ def _paired(records: list[dict[str, Any]], a: str, b: str, keys: list[str],
 
 def self_verification(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stages, *,
                       limit: int | None, progress: bool) -> dict[str, Any]:
-    """Let one model answer, then judge its own answers; measure the verification gap."""
+    """Let one model answer, then score its own answers; measure the verification gap."""
     spec = loaded.spec
     with timed("load"):
         _, test = load_items(loaded)
@@ -195,7 +219,7 @@ def self_verification(loaded: LoadedRecipe, out: Path, settings: Settings, timed
     tasks = [Task(item, item.id, "original", "test") for item in items]
     ref: str | Path = spec.model.model if spec.model.model in EMBEDDED_MODELS else \
         Path(spec.model.model)
-    results, verdicts_path = out / "results.jsonl", out / "verdicts.jsonl"
+    results, scores_path = out / "results.jsonl", out / "verifier_scores.jsonl"
     gen = generation_settings(spec)
     with serve(settings, ref, "answer", gen) as sampler:
         with timed("answer"):
@@ -203,24 +227,45 @@ def self_verification(loaded: LoadedRecipe, out: Path, settings: Settings, timed
                      concurrency=spec.generation.concurrency, progress=progress)
         answers = {str(r["item_id"]): r for r in read_results(results) if r["model"] == "answer"}
         with timed("verify"):
-            verdicts = _judge(sampler, items, answers, verdicts_path,
-                              spec.generation.concurrency, progress)
-    answered = [i for i in items if i.id in answers and i.id in verdicts]
-    correct = [bool(answers[i.id]["correct"]) for i in answered]
-    accepted = [verdicts[i.id]["accepted"] for i in answered]
+            scored = _score_answers(sampler, items, answers, scores_path,
+                                    spec.generation.concurrency, progress)
+    answered = [i for i in items if i.id in answers and i.id in scored]
+    calib = selfverify.calibration_ids([i.id for i in answered],
+                                       spec.verify.calibration_fraction, spec.seed)
     with timed("summarize"):
-        summary = selfverify.verification_gap(correct, accepted, seed=spec.seed)
-    summary["model"] = str(spec.model.model)
-    summary["rule"] = ("gap = accuracy of answers accepted by the exact-match verifier minus "
-                       "accuracy of self-accepted answers; supports_claim reads the "
-                       "self-verification gain (self-accepted minus all answers) by the CI rule "
-                       "of evals.stats.")
+        summary = selfverify.verification_gap(
+            [bool(answers[i.id]["correct"]) for i in answered],
+            [scored[i.id]["score"] for i in answered], [i.id in calib for i in answered],
+            margin=spec.verify.margin, seed=spec.seed)
+    margin = _pct(spec.verify.margin)
+    summary.update({
+        "model": str(spec.model.model),
+        "decides": True,
+        "design": (f"{spec.model.model} answers {len(answered)} items, then scores its own "
+                   f"answers (log P(yes) - log P(no)); threshold fixed on "
+                   f"{summary['n_calibration']} calibration items; compared on the other "
+                   f"{summary['n']}: self-accepted vs all answers (same model, paired by item)."),
+        "rule": (f"gap = accuracy of self-accepted answers minus accuracy of all answers on the "
+                 f"evaluation items (the threshold maximizes Youden's J on the calibration "
+                 f"items); supports_claim ('the model cannot reliably validate its own answers') "
+                 f"is true when the gap's 95% CI lies below +{margin} points, false when above, "
+                 f"else null."),
+        "headline": _headline("generation-verification gap (self-accepted minus all answers)",
+                              summary["gap"], "diff", summary["supports_claim"]),
+    })
     return summary
 
 
-def _judge(sampler: Any, items: list[Any], answers: dict[str, dict[str, Any]], path: Path,
-           concurrency: int, progress: bool) -> dict[str, dict[str, Any]]:
-    """Ask the model about each of its answers; append verdict lines (resumable)."""
+def _headline(name: str, block: dict[str, Any], key: str,
+              supports: bool | None) -> dict[str, Any]:
+    """Return the uniform block a report reads: the effect the rule reads, CI, p and n."""
+    return {"name": name, "effect": block.get(key), "ci": block.get("ci"),
+            "p_value": block.get("p_value"), "n": block.get("n"), "supports_claim": supports}
+
+
+def _score_answers(sampler: Any, items: list[Any], answers: dict[str, dict[str, Any]],
+                   path: Path, concurrency: int, progress: bool) -> dict[str, dict[str, Any]]:
+    """Score each answer with the model's own verifier; append score lines (resumable)."""
     done = {}
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -228,11 +273,14 @@ def _judge(sampler: Any, items: list[Any], answers: dict[str, dict[str, Any]], p
                 row = json.loads(line)
                 done[row["item_id"]] = row
     todo = [i for i in items if i.id in answers and i.id not in done]
+    options = [*selfverify.YES_OPTIONS, *selfverify.NO_OPTIONS]
 
     def ask(item: Any) -> dict[str, Any]:
-        reply = sampler.generate(selfverify.judge_prompt(item, answers[item.id]["prediction"]))
-        return {"item_id": item.id, "reply": reply.text,
-                "accepted": selfverify.parse_verdict(reply.text)}
+        prompt = selfverify.judge_prompt(item, str(answers[item.id]["prediction"]))
+        reply = sampler.option_logprobs(prompt, options)
+        logprobs = list(reply.option_logprobs or [])
+        return {"item_id": item.id, "options": options, "logprobs": logprobs,
+                "score": selfverify.verifier_score(logprobs)}
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool, path.open("a") as handle:
         for row in tqdm(pool.map(ask, todo), total=len(todo), desc="verify",
@@ -250,6 +298,8 @@ def write_recipe_outputs(summary: dict[str, Any], out: Path) -> None:
     atomic_write_text(out / "summary.md", render_markdown(summary))
     if summary.get("recipe") == "dose_response":
         _plot_doses(summary, out / "dose_response.png")
+    elif summary.get("recipe") == "self_verification":
+        _plot_curve(summary, out / "self_verification.png")
 
 
 def _pct(value: Any) -> str:
@@ -264,7 +314,17 @@ def _acc(cell: dict[str, Any]) -> str:
 def render_markdown(summary: dict[str, Any]) -> str:
     """Render a recipe summary as short Markdown (percentages, 95% CIs)."""
     lines = [f"# Recipe {summary['recipe']}: {summary['spec']['description']}", "",
+             f"Design: {summary.get('design', 'n/a')}", "",
+             "Controlled comparison: it may decide a verdict." if summary.get("decides") else
+             "Descriptive only: it does not decide a verdict.", "",
              f"supports_claim: **{summary['supports_claim']}**. {summary.get('rule', '')}", ""]
+    head = summary.get("headline") or {}
+    if head.get("effect") is not None:
+        ci = head.get("ci") or [None, None]
+        p = head.get("p_value")
+        lines += [f"Headline: {head['name']} {_pct(head['effect'])} points, 95% CI "
+                  f"[{_pct(ci[0])}, {_pct(ci[1])}], "
+                  f"p = {'n/a' if p is None else f'{p:.4f}'}, n = {head.get('n')}.", ""]
     if summary["recipe"] == "dose_response":
         lines += ["| dose | repeated acc % | novel acc % | base repeated % | base novel % | gap |",
                   "|---|---|---|---|---|---|"]
@@ -275,6 +335,10 @@ def render_markdown(summary: dict[str, Any]) -> str:
                 f"{_pct(gap['gap'])} [{_pct(gap['ci'][0])}, {_pct(gap['ci'][1])}]"
             lines.append(f"| {d['dose']} | {_acc(acc['repeated'])} | {_acc(acc['novel'])} | "
                          f"{_acc(base['repeated'])} | {_acc(base['novel'])} | {gap_txt} |")
+    elif summary["recipe"] == "pass_at_k":
+        lines += passk.render_lines(summary)
+    elif summary["recipe"] == "template_transfer":
+        lines += template_transfer.render_lines(summary)
     elif summary["recipe"] == "sft_vs_dpo":
         for who, row in summary["accuracy"].items():
             lines.append(f"- {who}: " + "; ".join(f"{s} {_acc(c)}" for s, c in row.items()))
@@ -283,13 +347,21 @@ def render_markdown(summary: dict[str, Any]) -> str:
             lines.append(f"- DPO minus SFT on {split}: {_pct(diff.get('diff'))} "
                          f"[{_pct(ci[0])}, {_pct(ci[1])}] points")
     else:
+        lines.append(f"- threshold {summary['threshold']:.3f} ({summary['threshold_basis']}); "
+                     f"self-accepted {summary['n_self_accepted']} of {summary['n']}")
         for key in ("generation_accuracy", "self_accepted_accuracy",
                     "external_accepted_accuracy", "verification_accuracy"):
             lines.append(f"- {key}: {_acc(summary[key])}")
-        for key in ("gap", "self_verification_gain"):
+        for key in ("gap", "shortfall"):
             diff = summary[key]
             ci = diff.get("ci") or [None, None]
-            lines.append(f"- {key}: {_pct(diff.get('diff'))} [{_pct(ci[0])}, {_pct(ci[1])}]")
+            p = diff.get("p_value")
+            lines.append(f"- {key}: {_pct(diff.get('diff'))} [{_pct(ci[0])}, {_pct(ci[1])}] "
+                         f"points" + ("" if p is None else f", permutation p = {p:.4f}"))
+        auc = summary["auroc"]
+        if auc.get("auroc") is not None:
+            lines.append(f"- AUROC of the verifier score: {auc['auroc']:.3f} "
+                         f"[{auc['ci'][0]:.3f}, {auc['ci'][1]:.3f}] (0.5 = chance)")
     return "\n".join(lines) + "\n"
 
 
@@ -307,6 +379,29 @@ def _plot_doses(summary: dict[str, Any], path: Path) -> None:
                 label=f"fine-tuned, {split}")
     ax.set_xlabel("contamination dose (fraction of pool planted)")
     ax.set_ylabel("accuracy")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_curve(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary.get("curve") or [] if r.get("precision") is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    n = max(summary.get("n") or 1, 1)
+    ax.plot([r["n_accepted"] / n for r in rows], [r["precision"] for r in rows], marker="o",
+            label="self-accepted answers")
+    gen = summary["generation_accuracy"]["accuracy"]
+    if gen is not None:
+        ax.axhline(gen, linestyle="--", color="grey", label="all answers")
+    ax.set_xlabel("share of answers the model's verifier accepts")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)

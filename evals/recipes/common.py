@@ -11,6 +11,7 @@ one ``results.jsonl`` (so a rerun resumes). Statistics come from :mod:`evals.sta
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 from collections.abc import Iterator
@@ -122,6 +123,9 @@ def train_models(loaded: LoadedRecipe, out: Path, settings: Settings, *,
     spec = loaded.spec
     if spec.recipe == "self_verification":
         raise BadInputError(f"spec {loaded.source.name}: recipe self_verification trains no model")
+    if spec.recipe not in ("dose_response", "sft_vs_dpo"):  # they train inside their own run
+        raise BadInputError(f"spec {loaded.source.name}: recipe {spec.recipe} trains its model "
+                            "inside 'retest eval'; run that instead")
     train, test = load_items(loaded)
     test_items = pick_test_items(test, _n_test(spec, limit), spec.seed)
     models: dict[str, FinetuneResult] = {}
@@ -181,3 +185,16 @@ def gap_entry(summary: dict[str, Any]) -> dict[str, Any]:
     return {"gap": gap.get("gap", math.nan), "ci": gap.get("ci"), "p_value": gap.get("p_value"),
             "supports_claim": summary.get("supports_claim")}
 
+
+
+def fixed_in_advance(loaded: LoadedRecipe, limit: int | None) -> dict[str, Any]:
+    """Return what the spec fixed before the run: its sha256 and every resolved value.
+
+    The resolved spec (defaults filled in: sizes, steps, seeds, doses, the verifier's margin)
+    goes into ``run.json`` and the summary, so a reader can check that nothing was chosen after
+    the results were seen; ``limit`` is the one size a caller may lower at run time.
+    """
+    resolved = json.loads(loaded.spec.model_dump_json())
+    return {"spec_sha256": loaded.sha256, "spec": str(loaded.source), "limit": limit,
+            "test_items": _n_test(loaded.spec, limit), "seed": loaded.spec.seed,
+            "training_seed": loaded.spec.finetune.seed, "resolved_spec": resolved}

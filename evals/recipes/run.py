@@ -15,6 +15,7 @@ from core.errors import BadInputError
 from core.fsutil import atomic_write_text, storage_errors
 from core.settings import Settings
 from evals.recipes import analyses
+from evals.recipes.common import fixed_in_advance
 from evals.recipes.spec import LoadedRecipe, load_recipe
 from evals.stages import Stages, finite, output_lock
 
@@ -31,14 +32,15 @@ def run_recipe(spec_path: str | Path, out_dir: str | Path | None, settings: Sett
     timed = Stages()
     # A full or read-only output folder is one line naming the file, as for an evaluation.
     with storage_errors(out), output_lock(out):
-        _check_same_recipe(out, loaded)
+        fixed = fixed_in_advance(loaded, limit)
+        _check_same_recipe(out, loaded, fixed)
         summary = runner(loaded, out, settings, timed, limit=limit, progress=progress)
         summary.update({
             "spec": {"path": str(loaded.source), "sha256": loaded.sha256,
                      "description": loaded.spec.description,
                      "claim_kinds": loaded.spec.claim_kinds},
             "recipe": loaded.spec.recipe, "scoring": loaded.spec.scoring,
-            "stages_s": timed.seconds, "out_dir": str(out.resolve()),
+            "stages_s": timed.seconds, "out_dir": str(out.resolve()), "fixed": fixed,
         })
         summary = finite(summary)
         analyses.write_recipe_outputs(summary, out)
@@ -47,7 +49,7 @@ def run_recipe(spec_path: str | Path, out_dir: str | Path | None, settings: Sett
     return summary
 
 
-def _check_same_recipe(out: Path, loaded: LoadedRecipe) -> None:
+def _check_same_recipe(out: Path, loaded: LoadedRecipe, fixed: dict[str, Any]) -> None:
     marker = out / "run.json"
     if marker.exists():
         previous = json.loads(marker.read_text()).get("spec_sha256")
@@ -55,5 +57,6 @@ def _check_same_recipe(out: Path, loaded: LoadedRecipe) -> None:
             raise BadInputError(f"{out} holds results of a different spec (or an edited one);"
                                 f" pass another --out")
     # Atomic, as the evaluation's run.json: a torn marker would make every later run fail.
+    # It also records what the spec fixed before this run (sizes, steps, seeds, rule knobs).
     atomic_write_text(marker, json.dumps({"spec_sha256": loaded.sha256,
-                                          "spec": str(loaded.source)}))
+                                          "spec": str(loaded.source), "fixed": fixed}))

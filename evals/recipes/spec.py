@@ -78,6 +78,16 @@ class AnswerModel(_Strict):
     model: str = "smollm2-135m-instruct"
 
 
+class VerifySpec(_Strict):
+    """How ``self_verification`` fixes its threshold and reads the claim (see selfverify)."""
+
+    # Share of the items (seeded hash) that only calibrate the verifier's threshold.
+    calibration_fraction: float = Field(default=0.5, gt=0, lt=1)
+    threshold: Literal["youden"] = "youden"
+    # supports_claim: true when the gap's 95% CI lies below this, false when above it.
+    margin: float = Field(default=0.05, ge=0, lt=1)
+
+
 class RecipeSpec(_Strict):
     """A whole recipe."""
 
@@ -93,6 +103,7 @@ class RecipeSpec(_Strict):
     dpo: DPOData = DPOData()
     compare: CompareSpec = CompareSpec()
     model: AnswerModel = AnswerModel()
+    verify: VerifySpec = VerifySpec()
 
 
 class LoadedRecipe(BaseModel):
