@@ -14,7 +14,7 @@ from typing import Any
 from core.errors import BadInputError
 from core.fsutil import atomic_write_text, storage_errors
 from core.settings import Settings
-from evals.recipes import analyses
+from evals.recipes import analyses, passk, template_transfer
 from evals.recipes.common import fixed_in_advance
 from evals.recipes.spec import LoadedRecipe, load_recipe
 from evals.stages import Stages, finite, output_lock
@@ -28,7 +28,8 @@ def run_recipe(spec_path: str | Path, out_dir: str | Path | None, settings: Sett
     loaded = load_recipe(spec_path)
     out = Path(out_dir) if out_dir else settings.data_dir / "evals" / loaded.source.stem
     runner = {"dose_response": analyses.dose_response, "sft_vs_dpo": analyses.sft_vs_dpo,
-              "self_verification": analyses.self_verification}[loaded.spec.recipe]
+              "self_verification": analyses.self_verification, "pass_at_k": passk.run,
+              "template_transfer": template_transfer.run}[loaded.spec.recipe]
     timed = Stages()
     # A full or read-only output folder is one line naming the file, as for an evaluation.
     with storage_errors(out), output_lock(out):

@@ -3,7 +3,9 @@
 A recipe is a controlled re-test: it fine-tunes models itself (or, for the self-verification gap,
 runs one model twice) and evaluates them through the same runner and statistics as any eval spec.
 Kinds: ``dose_response`` (contamination at several doses), ``sft_vs_dpo`` (same data budget,
-two training methods), ``self_verification`` (the model judges its own answers). The dataset,
+two training methods), ``self_verification`` (the model judges its own answers), ``pass_at_k``
+(base vs reward-filtered self-training, pass@1..64) and ``template_transfer`` (tuned vs base on
+trained items and their N-1 variants). The dataset,
 scoring and generation tables are the eval spec's own (:mod:`evals.spec`). Every problem is
 raised as BadInputError with one line.
 """
@@ -28,9 +30,10 @@ from evals.spec import (
 )
 from evals.variants import KINDS
 
-RECIPE_KINDS = ("dose_response", "sft_vs_dpo", "self_verification")
+RECIPE_KINDS = ("dose_response", "sft_vs_dpo", "self_verification", "pass_at_k",
+                "template_transfer")
 # The recipes that fine-tune their own models (minutes to hours); self_verification only generates.
-TRAINING_RECIPES = frozenset({"dose_response", "sft_vs_dpo"})
+TRAINING_RECIPES = frozenset({"dose_response", "sft_vs_dpo", "pass_at_k", "template_transfer"})
 
 
 class _Strict(BaseModel):
@@ -88,12 +91,59 @@ class VerifySpec(_Strict):
     margin: float = Field(default=0.05, ge=0, lt=1)
 
 
+class PassAtKSpec(_Strict):
+    """``pass_at_k``: sizes of the reward-filtered self-training and of the pass@k sampling.
+
+    The tuned model is the base fine-tuned on its own correct samples of ``train_items`` items
+    (``train_samples`` each, at most ``keep_per_item`` distinct correct replies kept). Both
+    models then draw ``samples`` replies per test item at ``temperature``; pass@k is read at
+    every k in ``ks`` (the largest is the k the claim is read at).
+    """
+
+    ks: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64], min_length=2)
+    samples: int = Field(default=64, ge=2, le=256)
+    test_items: int = Field(default=40, ge=2)
+    train_items: int = Field(default=80, ge=1)
+    train_samples: int = Field(default=8, ge=1, le=256)
+    keep_per_item: int = Field(default=2, ge=1)
+    temperature: float = Field(default=1.0, gt=0, le=2)
+    # supports_claim: the advantage at the largest k counts as gone below +margin.
+    margin: float = Field(default=0.05, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _valid(self) -> PassAtKSpec:
+        if sorted(set(self.ks)) != self.ks or self.ks[0] < 1:
+            raise ValueError("ks must be increasing positive integers")
+        if self.ks[-1] > self.samples:
+            raise ValueError(f"the largest k ({self.ks[-1]}) exceeds samples ({self.samples})")
+        return self
+
+
+class TransferSpec(_Strict):
+    """``template_transfer``: the trained items and the N-1 variants they are compared on."""
+
+    items: int = Field(default=40, ge=2)  # training-side items tuned on, then asked again
+    variant_kinds: list[str] = Field(
+        default_factory=lambda: ["numbers", "name_swap", "irrelevant_clause"], min_length=1)
+    primary_kind: str = "numbers"  # the variant kind supports_claim reads (recomputed answers)
+
+    @model_validator(mode="after")
+    def _valid(self) -> TransferSpec:
+        unknown = [k for k in self.variant_kinds if k not in KINDS]
+        if unknown:
+            raise ValueError(f"unknown variant kind(s) {unknown}; expected some of {list(KINDS)}")
+        if self.primary_kind not in self.variant_kinds:
+            raise ValueError("primary_kind must be one of variant_kinds")
+        return self
+
+
 class RecipeSpec(_Strict):
     """A whole recipe."""
 
     description: str
     claim_kinds: list[str] = Field(min_length=1)
-    recipe: Literal["dose_response", "sft_vs_dpo", "self_verification"]
+    recipe: Literal["dose_response", "sft_vs_dpo", "self_verification", "pass_at_k",
+                    "template_transfer"]
     seed: int = 0
     dataset: DatasetSpec
     scoring: Literal["exact", "numeric", "mc_letter"]
@@ -103,6 +153,8 @@ class RecipeSpec(_Strict):
     dpo: DPOData = DPOData()
     compare: CompareSpec = CompareSpec()
     model: AnswerModel = AnswerModel()
+    passk: PassAtKSpec = PassAtKSpec()
+    transfer: TransferSpec = TransferSpec()
     verify: VerifySpec = VerifySpec()
 
 
