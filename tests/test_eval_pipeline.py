@@ -1,7 +1,8 @@
 """End to end: a tiny spec through the real embedded vLLM servers, and a run killed midway.
 
-Both tests reach the shared embedded servers (SmolLM2-135M-Instruct as the fine-tuned model,
-Gemma 3 270M as the base model) by URL, so they never start or stop a server of their own.
+Both tests reach the shared embedded servers (SmolLM2-135M-Instruct as model_a, Gemma 3 270M as
+model_b: unrelated families, so the evaluation is descriptive) by URL, so they never start or stop
+a server of their own.
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ per_split = 5
 [generation]
 concurrency = {concurrency}
 [[models]]
-role = "fine_tuned"
+role = "model_a"
 endpoint = "{smol_url}"
 model = "SmolLM2-135M-Instruct"
 api = "chat"
 [[models]]
-role = "base"
+role = "model_b"
 endpoint = "{gemma_url}"
 model = "gemma-3-270m"
 api = "completions"
@@ -81,6 +82,14 @@ def test_tiny_spec_end_to_end(shared_data: Path, isolated_env: Path, llm_base_ur
     assert saved["supports_claim"] == summary["supports_claim"]
     assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert "supports_claim" in (out / "summary.md").read_text()
+    # Two unrelated families: described, never deciding, and the summary says so in one line.
+    assert saved["decides"] is False
+    assert saved["model_roles"] == {"SmolLM2-135M-Instruct": "model_a", "gemma-3-270m": "model_b"}
+    assert "neither model was trained here" in saved["design"]
+    assert "it does not decide a verdict" in (out / "summary.md").read_text()
+    head = saved["headline"]
+    assert head["effect"] == saved["gap"]["gap"] and head["n"] == 10
+    assert head["name"].startswith("difference in differences")
     # A rerun asks the models nothing new and summarizes the same lines.
     again = run_spec(spec, out, load_settings(), progress=False)
     assert again["run"]["completed"] == 0 and again["run"]["skipped_done"] == 20
