@@ -8,8 +8,9 @@ otherwise, and every generation setting is written into each result line.
 
 :func:`run_eval` appends one JSON line per (item, model, variant) to ``results.jsonl`` as each
 request completes (flushed and fsynced), so a crash or SIGKILL loses at most the requests in
-flight; a rerun skips the keys already written. Failed requests are retried with backoff, and a
-dead embedded server is restarted through ``EmbeddedServer.ensure_running``.
+flight; a rerun skips the keys already written. Requests go through the project's one transport,
+:class:`tools.transport.Endpoint`: retried with backoff, and a dead embedded server restarted by
+the ``restart`` its creator passes in (``EmbeddedServer.ensure_running``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -35,14 +35,9 @@ from core.errors import ServiceError
 from core.fsutil import WriteError
 from evals import scoring
 from evals.items import Item
+from tools.transport import Endpoint
 
 log = logging.getLogger(__name__)
-
-# Worth another try: the server hiccuped, is overloaded, or was restarted under us.
-_TRANSIENT: tuple[type[Exception], ...] = (
-    openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError,
-    openai.RateLimitError, requests.ConnectionError, requests.Timeout)
-
 
 @dataclass(frozen=True)
 class Task:
@@ -119,21 +114,15 @@ class OpenAISampler:
         self.api = api
         self.gen = gen
         self.api_key = api_key
-        self._restart = restart
-        self._lock = threading.Lock()
-        # Bumped on every recovery, so threads that failed together restart the server once.
-        self._recoveries = 0
-        # Set when a restart failed: later requests fail at once instead of each trying to start
-        # a server again (a start takes minutes and fails the same way, e.g. out of memory).
-        self._dead: str | None = None
         # Options repeat across items (numbers, "up"/"down"): tokenize each text once.
         self._token_cache: dict[tuple[str, bool], list[int]] = {}
-        self._set_base_url(base_url)
+        self.endpoint = Endpoint(base_url, api_key=api_key, timeout_s=gen.timeout_s,
+                                 max_retries=gen.max_retries, restart=restart, name=name)
 
-    def _set_base_url(self, base_url: str) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.client = OpenAI(base_url=self.base_url, api_key=self.api_key,
-                             timeout=self.gen.timeout_s, max_retries=0)
+    @property
+    def base_url(self) -> str:
+        """The server's current base URL (it may move when the embedded server restarts)."""
+        return self.endpoint.base_url
 
     def settings(self) -> dict[str, Any]:
         """Return the model, endpoint API and decoding settings."""
@@ -144,7 +133,7 @@ class OpenAISampler:
     def generate(self, prompt: str) -> SampleResult:
         """Complete ``prompt`` (as the user's message for chat models)."""
         start = time.perf_counter()
-        response, attempts = self._with_retries(lambda: self._generate_once(prompt))
+        response, attempts = self.endpoint.call(lambda client: self._generate_once(client, prompt))
         if self.api == "chat":
             text = response.choices[0].message.content or ""
         else:
@@ -154,26 +143,26 @@ class OpenAISampler:
                             prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                             completion_tokens=getattr(usage, "completion_tokens", 0) or 0)
 
-    def _generate_once(self, prompt: str) -> Any:
+    def _generate_once(self, client: OpenAI, prompt: str) -> Any:
         common: dict[str, Any] = {"model": self.served_model, "max_tokens": self.gen.max_tokens,
                                   "temperature": self.gen.temperature, "seed": self.gen.seed}
         if self.gen.stop:
             common["stop"] = self.gen.stop
         if self.api == "chat":
-            return self.client.chat.completions.create(
+            return client.chat.completions.create(
                 messages=[{"role": "user", "content": prompt}], **common)
-        return self.client.completions.create(prompt=prompt, **common)
+        return client.completions.create(prompt=prompt, **common)
 
     def option_logprobs(self, prompt: str, options: Sequence[str]) -> SampleResult:
         """Score each option's tokens after ``prompt`` in one request of token-id prompts."""
         start = time.perf_counter()
 
-        def once() -> tuple[list[float], int]:
+        def once(client: OpenAI) -> tuple[list[float], int]:
             context = self._context_ids(prompt)
             sep = "" if self.api == "chat" else " "  # a chat reply starts fresh
             option_ids = [self._tokenize(sep + opt.strip(), special=False) for opt in options]
             prompts = scoring.loglik_token_prompts(context, option_ids)
-            response = self.client.completions.create(
+            response = client.completions.create(
                 model=self.served_model, prompt=prompts, max_tokens=0, echo=True, logprobs=1,
                 temperature=0.0, seed=self.gen.seed)
             choices = sorted(response.choices, key=lambda c: c.index)
@@ -181,7 +170,7 @@ class OpenAISampler:
                       for c, ids in zip(choices, option_ids, strict=True)]
             return scores, sum(len(p) for p in prompts)
 
-        (scores, n_tokens), attempts = self._with_retries(once)
+        (scores, n_tokens), attempts = self.endpoint.call(once)
         picked = scoring.best_option(scores)
         return SampleResult(text=options[picked], latency_s=time.perf_counter() - start,
                             attempts=attempts, prompt_tokens=n_tokens, option_logprobs=scores)
@@ -203,49 +192,14 @@ class OpenAISampler:
         return cached
 
     def _post_tokenize(self, payload: dict[str, Any]) -> list[int]:
-        # vLLM serves /tokenize at the server root, beside /v1.
-        root = self.base_url.removesuffix("/v1")
-        reply = requests.post(f"{root}/tokenize", json={"model": self.served_model, **payload},
+        # Called inside a request that Endpoint.call already retries: no retry loop of its own.
+        reply = requests.post(f"{self.endpoint.root_url}/tokenize",
+                              json={"model": self.served_model, **payload},
                               timeout=self.gen.timeout_s)
         if reply.status_code >= 500:
             raise requests.ConnectionError(f"/tokenize answered HTTP {reply.status_code}")
         reply.raise_for_status()
         return list(reply.json()["tokens"])
-
-    def _with_retries(self, call: Callable[[], Any]) -> tuple[Any, int]:
-        for attempt in range(1, self.gen.max_retries + 2):
-            if self._dead:
-                raise ServiceError(self._dead)
-            seen = self._recoveries
-            try:
-                return call(), attempt
-            except _TRANSIENT as exc:
-                if attempt > self.gen.max_retries:
-                    raise ServiceError(f"{self.name} at {self.base_url} failed after {attempt} "
-                                       f"attempts: {exc}") from None
-                log.warning("%s: request failed (%s); retry %d", self.name, exc, attempt)
-                time.sleep(min(2.0 ** (attempt - 1), 8.0))
-                self._recover(seen)
-        raise AssertionError("unreachable")
-
-    def _recover(self, seen: int) -> None:
-        """Bring the server back once per failure wave; raise ServiceError if it cannot be."""
-        if self._restart is None:
-            return
-        with self._lock:  # one thread restarts; the others find it done
-            if self._dead:
-                raise ServiceError(self._dead)
-            if self._recoveries != seen:
-                return  # another thread recovered after this request was sent
-            try:
-                new_url = self._restart()
-            except ServiceError as exc:
-                self._dead = f"{self.name}: the server could not be restarted: {exc}"
-                raise ServiceError(self._dead) from None
-            self._recoveries += 1
-            if new_url.rstrip("/") != self.base_url:
-                log.warning("%s: server moved to %s", self.name, new_url)
-                self._set_base_url(new_url)
 
 
 def result_key(record: dict[str, Any]) -> tuple[str, str, str]:

@@ -323,10 +323,11 @@ def test_zz_print_tally() -> None:
     assert TALLY["faults injected"] == TALLY["faults survived"]
 
 
-def test_client_follows_a_restarted_server_to_its_new_port(isolated_env: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """The embedded server died and came back on another port: the next retry reaches it."""
-    import tools.llm
+def test_client_follows_a_restarted_server_to_its_new_port(isolated_env: Path) -> None:
+    """The embedded server died and came back on another port: the next retry reaches it. The
+    restart is the client's own (as make_llm gives the embedded server's client), not a global."""
+    from tools.llm import LLMClient
+    from tools.transport import Endpoint
 
     healthy = GarbageLLMServer('{"stance": "supports", "summary": "fine"}')
     thread = threading.Thread(target=healthy.httpd.serve_forever, daemon=True)
@@ -339,9 +340,8 @@ def test_client_follows_a_restarted_server_to_its_new_port(isolated_env: Path,
 
     try:
         dead = _closed_port_url().removesuffix("/api/query") + "/v1"
-        llm = tools.llm.make_llm(load_settings(llm={"base_url": dead, "model": "m",
-                                                    "max_retries": 2, "timeout_s": 5}))
-        monkeypatch.setattr(tools.llm, "_embedded_restart", restart)
+        llm = LLMClient(Endpoint(dead, max_retries=2, timeout_s=5, backoff_base_s=0.1,
+                                 restart=restart), "m")
         TALLY["faults injected"] += 1
         reply = llm.complete_json([{"role": "user", "content": "judge"}], _Garbage)
         assert reply.stance == "supports" and restarts and llm.base_url == healthy.url
@@ -349,3 +349,20 @@ def test_client_follows_a_restarted_server_to_its_new_port(isolated_env: Path,
     finally:
         healthy.httpd.shutdown()
         healthy.httpd.server_close()
+
+
+def test_remote_client_never_moves_to_the_embedded_server(isolated_env: Path) -> None:
+    """A client of a configured (remote) URL that fails stays on that URL and fails with one
+    ServiceError naming it: make_llm gives it no restart, and tools.llm keeps no global hook
+    through which a restart of the embedded server could redirect it."""
+    import tools.llm
+
+    dead = _closed_port_url().removesuffix("/api/query") + "/v1"
+    llm = tools.llm.make_llm(load_settings(llm={"base_url": dead, "model": "m",
+                                                "max_retries": 1, "timeout_s": 2}))
+    assert not llm.endpoint.restartable
+    assert not [name for name, value in vars(tools.llm).items()
+                if name.startswith("_") and callable(value) and "restart" in name]
+    with pytest.raises(ServiceError, match=dead.split("//")[1].split("/")[0]):
+        llm.complete_json([{"role": "user", "content": "judge"}], _Garbage)
+    assert llm.base_url == dead.rstrip("/")

@@ -2,7 +2,9 @@
 
 Every node, command and app page gets its chat model from :func:`make_llm`; none builds an
 ``openai`` client of its own. The client speaks to any OpenAI-compatible server: the embedded
-vLLM server (started on demand when ``llm.base_url`` is empty) or a configured endpoint.
+vLLM server (started on demand when ``llm.base_url`` is empty) or a configured endpoint. Every
+request goes through :class:`tools.transport.Endpoint` (retries, backoff, and a restart that only
+the embedded server's client is given).
 """
 
 from __future__ import annotations
@@ -14,21 +16,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import httpx
 import openai
 from openai import OpenAI
 from pydantic import BaseModel, ValidationError
 
 from core.errors import ServiceError
 from core.settings import Settings
+from tools.transport import Endpoint
 
 log = logging.getLogger(__name__)
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 Message = dict[str, str]
-
-# Errors worth another try: the server hiccuped, or was restarted under us.
-_TRANSIENT = (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError)
-
 
 class StructuredOutputError(ServiceError):
     """The model did not produce JSON matching the schema within the allowed attempts."""
@@ -63,16 +63,24 @@ class TokenUsage:
 class LLMClient:
     """A chat model behind an OpenAI-compatible endpoint, with usage counting and JSON helpers."""
 
-    def __init__(self, client: OpenAI, model: str, *, temperature: float = 0.0, seed: int = 0,
-                 max_retries: int = 3, base_url: str = "") -> None:
-        """Wrap ``client`` (already pointed at the server) to talk to ``model``."""
-        self.client = client
+    def __init__(self, endpoint: Endpoint, model: str, *, temperature: float = 0.0,
+                 seed: int = 0) -> None:
+        """Talk to ``model`` through ``endpoint`` (which owns retries and any restart)."""
+        self.endpoint = endpoint
         self.model = model
         self.temperature = temperature
         self.seed = seed
-        self.max_retries = max_retries
-        self.base_url = base_url
         self.usage = TokenUsage()
+
+    @property
+    def client(self) -> OpenAI:
+        """The current ``openai`` client (replaced when the embedded server moves)."""
+        return self.endpoint.client
+
+    @property
+    def base_url(self) -> str:
+        """The server's current base URL, ending in ``/v1``."""
+        return self.endpoint.base_url
 
     def chat(self, messages: list[Message], *, max_tokens: int = 512, **extra: Any) -> str:
         """Return the assistant's reply text to ``messages`` (greedy and seeded by default)."""
@@ -125,37 +133,64 @@ class LLMClient:
             f"model {self.model} gave no valid {schema.__name__} in {attempts} attempts: "
             f"{last_error}")
 
+    def tokenize(self, *, messages: list[Message] | None = None, text: str = "",
+                 special: bool = False) -> list[int]:
+        """Return the server's token ids for chat ``messages`` or for ``text``.
+
+        ``messages`` are rendered by the model's chat template with the assistant turn opened;
+        ``text`` gets special tokens (BOS) only when ``special``. Uses vLLM's ``/tokenize``;
+        raises ServiceError when the server has none or refuses (no chat template).
+        """
+        body: dict[str, Any] = {"model": self.model}
+        if messages is not None:
+            body |= {"messages": messages, "add_generation_prompt": True}
+        else:
+            body |= {"prompt": text, "add_special_tokens": special}
+        root = self.base_url.rstrip("/").removesuffix("/v1")
+        try:
+            reply = httpx.post(f"{root}/tokenize", json=body, timeout=self.client.timeout)
+            reply.raise_for_status()
+            return [int(t) for t in reply.json()["tokens"]]
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            raise ServiceError(f"cannot tokenize at {root}: {exc}") from None
+
+    def continuation_logprobs(self, prompts: list[list[int]], starts: list[int], *,
+                              batch: int = 16) -> list[float]:
+        """Return, per token-id prompt, the summed log-prob of its tokens from ``starts[i]`` on.
+
+        One completions request carries ``batch`` prompts; vLLM returns each prompt token's
+        log-prob (``prompt_logprobs``), so scoring a label costs no generation.
+        """
+        out: list[float] = []
+        for first in range(0, len(prompts), batch):
+            chunk = prompts[first:first + batch]
+            try:
+                response = self.client.completions.create(
+                    model=self.model, prompt=chunk, max_tokens=1, temperature=0.0,
+                    extra_body={"prompt_logprobs": 0})
+            except openai.OpenAIError as exc:
+                raise ServiceError(f"LLM server at {self.base_url} failed: {exc}") from None
+            self.usage.add(response.usage)
+            for choice in sorted(response.choices, key=lambda c: c.index):
+                ids, start = chunk[choice.index], starts[first + choice.index]
+                rows = (choice.model_extra or {}).get("prompt_logprobs") or []
+                if len(rows) != len(ids):
+                    raise ServiceError(f"{self.model} returned no prompt log-probs")
+                out.append(sum(float(rows[i][str(ids[i])]["logprob"])
+                               for i in range(start, len(ids))))
+        return out
+
     def _create(self, messages: list[Message], *, max_tokens: int, **extra: Any) -> Any:
         extra.setdefault("seed", self.seed)
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self.client.chat.completions.create(
-                    model=self.model, messages=messages,  # type: ignore[arg-type]
-                    max_tokens=max_tokens, temperature=self.temperature, **extra)
-                self.usage.add(response.usage)
-                return response
-            except _TRANSIENT as exc:
-                if attempt == self.max_retries:
-                    raise ServiceError(f"LLM server at {self.base_url} failed: {exc}") from None
-                log.warning("LLM call failed (%s); retry %d", exc, attempt + 1)
-                new_url = _recover_embedded_server()
-                if new_url and new_url.rstrip("/") != self.base_url.rstrip("/"):
-                    # The restarted server listens on a new port: follow it.
-                    log.warning("embedded LLM server moved to %s", new_url)
-                    self.client = self.client.with_options(base_url=new_url)
-                    self.base_url = new_url
-        raise AssertionError("unreachable")
 
+        def request(client: OpenAI) -> Any:
+            return client.chat.completions.create(
+                model=self.model, messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens, temperature=self.temperature, **extra)
 
-# Set by make_llm when the client talks to the embedded server, so a dead server is restarted.
-_embedded_restart: Any = None
-
-
-def _recover_embedded_server() -> str | None:
-    """Restart the embedded server if it died; return its (possibly new) base URL."""
-    if _embedded_restart is not None:
-        return str(_embedded_restart())
-    return None
+        response, _ = self.endpoint.call(request)
+        self.usage.add(response.usage)
+        return response
 
 
 def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
@@ -163,10 +198,11 @@ def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
 
     With ``llm.base_url`` empty, start (or reuse) the embedded vLLM server and talk to it; a
     crashed embedded server is restarted when a call fails. Otherwise use the configured endpoint
-    and model as given; ``model`` overrides the configured model name.
+    and model as given (never restarted, never redirected); ``model`` overrides the configured
+    model name.
     """
-    global _embedded_restart
     llm = settings.llm
+    restart = None
     if llm.base_url:
         base_url, served = llm.base_url.rstrip("/"), model or llm.model
         if not served:
@@ -178,11 +214,11 @@ def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
         server = EmbeddedServer(settings, model or settings.server.model)
         base_url = server.ensure_running()
         served = server.served_name
-        _embedded_restart = server.ensure_running
-    client = OpenAI(base_url=base_url, api_key=llm.api_key.get_secret_value() or "EMPTY",
-                    timeout=llm.timeout_s, max_retries=0)
-    return LLMClient(client, served, temperature=llm.temperature, seed=llm.seed,
-                     max_retries=llm.max_retries, base_url=base_url)
+        restart = server.ensure_running
+    endpoint = Endpoint(base_url, api_key=llm.api_key.get_secret_value(),
+                        timeout_s=llm.timeout_s, max_retries=llm.max_retries, restart=restart,
+                        name=f"LLM server ({served})")
+    return LLMClient(endpoint, served, temperature=llm.temperature, seed=llm.seed)
 
 
 def _first_served_model(base_url: str, api_key: str, timeout_s: float) -> str:
