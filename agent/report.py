@@ -14,6 +14,7 @@ from typing import Any
 
 from agent.grounding import ground_markdown, strip_ungrounded
 from agent.nodes.synthesis import MIN_COUNTED_EVIDENCE, judge_trust, stance_counts
+from agent.retest_report import budget_json, budget_line, retest_json, retest_lines, verdict_word
 from agent.state import AgentState, Evidence
 from evals.dispatch import render_any_summary
 
@@ -57,7 +58,7 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
             "verdict_reason": state.get("verdict_reasons", {}).get(
                 claim["id"], "no reason recorded (a run from before verdict reasons)"),
             "evidence": [_evidence_json(e, papers[e["arxiv_id"]], retrieved) for e in evidence],
-            "retest": dict(retest) if retest else None,
+            "retest": retest_json(plan, retest, ctx.options.retest_budget_s),
             "retest_note": note,
         })
     anchors = [{"arxiv_id": a["arxiv_id"], "status": a["status"],
@@ -87,6 +88,7 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
         ("arxiv-api" if not settings.offline else "paper-store"),
         "degraded": list(state.get("degraded", [])),
         "claims": claims_out,
+        "retest_budget": budget_json(claims_out, ctx.options.retest_budget_s),
         "anchors": anchors,
         "tensions": tensions,
         "research_questions": [strip_ungrounded(q, retrieved)[0] for q in questions],
@@ -161,12 +163,12 @@ def render_markdown(report: dict[str, Any]) -> str:
         ev = ev or "none found"
         rt = "none"
         if c["retest"]:
-            sc = c["retest"]["supports_claim"]
-            rt = f"{c['retest']['spec']}: " + {True: "supports", False: "contradicts",
-                                                None: "not significant"}[sc]
+            rt = f"{c['retest']['spec']}: {verdict_word(c['retest'])}"
         lines.append(f"| {c['id']}: {_cell(_short(c['text']))} | {_cell(c['dated']) or '-'} | "
                      f"{ev} | {rt} | **{c['verdict']}** |")
     lines.append("")
+    if budget_line(report.get("retest_budget")):
+        lines += [budget_line(report.get("retest_budget")), ""]
     for c in report["claims"]:
         reason = f" Why: {_cell(c['verdict_reason'])}." if c.get("verdict_reason") else ""
         lines += [f"## {c['id']}: {_cell(c['text'])}", "",
@@ -179,8 +181,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         else:
             lines += ["No paper matched this claim.", ""]
         if c["retest"]:
-            lines += [f"Re-test `{c['retest']['spec']}` (all outputs in `retests/{c['id']}/`):",
-                      "", *retest_summary_lines(c["retest"]["summary"]), ""]
+            lines += retest_lines(c["id"], c["retest"], _cell)
+            if c["retest"]["summary"]:
+                lines += [*retest_summary_lines(c["retest"]["summary"]), ""]
         elif c.get("retest_note"):
             lines += [f"Re-test: {c['retest_note']}", ""]
     lines += ["## Tensions (recent work)", ""]

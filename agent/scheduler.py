@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
-import re
 import secrets
 import shlex
 import shutil
@@ -30,6 +28,7 @@ from typing import Any
 
 from agent.changes import diff_reports, verdicts_changed
 from agent.history import ReportHistory, parse_time
+from core.duration import parse_duration as parse_duration  # re-exported (--every)
 from core.errors import EXIT_FAILURE, EXIT_LOCKED, BadInputError, LockedError, RetestError
 from core.fsutil import atomic_write_json
 from core.lock import RunLock
@@ -37,29 +36,11 @@ from core.settings import Settings
 
 log = logging.getLogger("retest.schedule")
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 NOTIFY_TIMEOUT_S = 120.0
 LOCKED_RETRY_S = 60.0
 EXIT_INTERRUPTED = 130  # what the CLI answers to Ctrl-C, too
 
 RunReport = Callable[..., Any]
-
-
-def parse_duration(text: str) -> float:
-    """Return the seconds in ``30m``, ``12h``, ``7d``, ``2w``, ``90s`` or ``1h30m``.
-
-    Raises BadInputError on anything else (a bare number, unknown unit, zero).
-    """
-    cleaned = text.strip().lower().replace(" ", "")
-    parts = _DURATION.findall(cleaned)
-    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
-        raise BadInputError(f"bad duration {text!r}: use a number and a unit s/m/h/d/w, "
-                            "e.g. 30m, 12h, 7d")
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise BadInputError(f"bad duration {text!r}: must be longer than zero")
-    return seconds
 
 
 def prompt_sha256(text: str) -> str:

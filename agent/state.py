@@ -84,11 +84,31 @@ class AnchorResult(TypedDict):
 
 
 class Retest(TypedDict):
-    """A re-test attached to a claim (``spec`` is the spec file name)."""
+    """A re-test attached to a claim (``spec`` is the spec file name).
+
+    ``supports_claim`` is the reading the verdict uses: the recipe's own (``supports_claim_raw``)
+    unless several claims were re-tested and its significance vanished at the Holm-adjusted p
+    (``p_holm``; agent.nodes.retest_read). Records from older runs may lack the later fields.
+    """
 
     spec: str
     summary: dict[str, Any]
     supports_claim: bool | None
+    supports_claim_raw: bool | None
+    decides: bool  # a controlled comparison: it may decide the verdict
+    design: str  # one line: what was trained on what, what was compared
+    n: int | None
+    effect: float | None
+    ci: list[float] | None
+    p_value: float | None
+    p_source: str  # "recipe", "normal approximation from the 95% CI", or "none"
+    p_holm: float | None
+    holm_note: str
+    expected_s: float
+    wall_s: float  # 0 when a finished result was reused
+    reused: bool
+    work_dir: str
+    plots: list[str]  # PNGs relative to the report folder
 
 
 class RetestPlan(TypedDict):
@@ -98,7 +118,13 @@ class RetestPlan(TypedDict):
     spec: str | None
     chosen_by: str  # "llm", "keywords" or "none"
     needs: str  # for claims without a recipe: what a re-test would need
-    status: str  # "planned", "ran", "failed: ...", "skipped: ...", "no recipe"
+    status: str  # "planned", "ran", "reused", "failed: ...", "skipped: ...", "no recipe"
+    candidates: list[str]  # the recipes the model could choose among, best first
+    score: float  # the chosen recipe's claim-kind score (agent.nodes.retest_plan)
+    decides: bool
+    description: str  # the chosen spec's description (the design line when none ran)
+    expected_s: float  # expected wall time at this run's size
+    skipped_reason: str  # why it did not run ("needs ~10 min, 3 min of budget left")
 
 
 class Tension(TypedDict):

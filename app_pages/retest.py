@@ -120,7 +120,7 @@ def render() -> None:
         from agent.nodes.context import ReportOptions
 
         current = resources.settings()
-        options = ReportOptions(papers_per_claim=int(papers), retest_limit=1 if retests else 0,
+        options = ReportOptions(papers_per_claim=int(papers), retest_limit=None if retests else 0,
                                 progress_bars=False)
         started = registry.start(text, current, current.data_dir / "app_runs", options)
         st.query_params["run"] = started.run_id

@@ -250,10 +250,13 @@ def test_end_to_end_real_model(llm_env, small_corpus, seed_prompt, tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_retest_runs_and_decides_claim_one(isolated_env, small_corpus, seed_prompt, tmp_path,
-                                                llm_base_url, gemma_base_url, monkeypatch):
-    """A real (tiny) dedup re-test through evals.pipeline.run_spec on the shared embedded servers;
-    the judging model is the fake, since this test is about the re-test's attachment."""
+def test_tiny_budget_runs_the_cheapest_fitting_recipe_and_skips_the_rest(
+        isolated_env, small_corpus, seed_prompt, tmp_path, llm_base_url, gemma_base_url,
+        monkeypatch):
+    """Through the real graph with a 60 s re-test budget at 5 items: only the cheapest fitting
+    recipe (self_verification_gap for C4, on the shared embedded SmolLM2) runs; every other
+    chosen re-test is skipped with the reason. The judging model is the fake: this test is about
+    choosing, budgeting and attaching re-tests."""
     from agent.run import run_report
 
     # Reuse the session's embedded servers (recorded in the repo's data dir) from the tmp one.
@@ -261,31 +264,42 @@ def test_tiny_retest_runs_and_decides_claim_one(isolated_env, small_corpus, seed
     (isolated_env / "servers").symlink_to(REPO / ".retest" / "servers")
     monkeypatch.setenv("RETEST_MODELS_DIR", str(REPO / ".retest" / "models"))
     fake = FakeLLM()
+    options = ReportOptions(papers_per_claim=2, retest_budget_s=60.0, retest_items=5)
     outcome = run_report(seed_prompt.read_text(), _settings(small_corpus), tmp_path / "out",
-                         llm_factory=lambda: fake,
-                         options=ReportOptions(papers_per_claim=2, retest_limit=1,
-                                               retest_items=5))
-    c1 = outcome.report["claims"][0]
-    assert outcome.report["degraded"] == [], outcome.report["degraded"]
-    assert c1["retest"] is not None and c1["retest"]["spec"].endswith(".toml")
-    assert "supports_claim" in c1["retest"]["summary"]
-    assert (tmp_path / "out" / "retests" / "C1" / "summary.json").is_file()
-    # Only one re-test ran; the others say why not.
-    assert all(c["retest"] is None and c["retest_note"] for c in outcome.report["claims"][1:])
+                         llm_factory=lambda: fake, options=options)
+    report = outcome.report
+    assert report["degraded"] == [], report["degraded"]
+    by_id = {c["id"]: c for c in report["claims"]}
+    c4 = by_id["C4"]["retest"]
+    assert c4["spec"] == "self_verification_gap.toml" and c4["skipped_reason"] is None
+    assert c4["decides"] is True and c4["design"] and 0 < c4["n"] <= 5
+    assert 0 < c4["wall_s"] <= 600 and c4["budget_s"] == 60.0 and c4["reused"] is False
+    assert "supports_claim" in c4["summary"] and "p_holm" in c4
+    skipped = {cid: c["retest"] for cid, c in by_id.items() if cid != "C4"}
+    assert skipped["C1"]["spec"] == "finetune_dose_response.toml"
+    assert skipped["C3"]["spec"] == "finetune_sft_vs_dpo.toml"
+    for cid, rt in skipped.items():
+        if rt is not None:  # a claim no recipe fits says so in retest_note instead
+            assert rt["skipped_reason"].startswith("needs ~"), (cid, rt)
+            assert rt["summary"] == {} and rt["supports_claim"] is None
+    assert report["retest_budget"]["ran"] == ["C4"]
+    assert set(report["retest_budget"]["skipped"]) >= {"C1", "C3"}
     md = (tmp_path / "out" / "report.md").read_text()
-    assert f"Re-test `{c1['retest']['spec']}`" in md
-    # The evaluation's own summary (accuracy table, gap with CI, rule), not a JSON dump.
-    assert "Memorization gap" in md and "supports_claim: " in md and "```json" not in md
+    assert "Re-test `self_verification_gap.toml` (controlled comparison" in md
+    assert "Holm-adjusted p" in md and "- Design: " in md
+    assert "Re-test `finetune_dose_response.toml` (controlled comparison: decides the verdict)" \
+        " **skipped**: needs ~" in md
+    folders = sorted(p.name for p in (isolated_env / "retests").iterdir() if p.is_dir())
+    assert len(folders) == 1 and folders[0].startswith("self_verification_gap-")
+    assert (tmp_path / "out" / "retests" / "C4" / "summary.json").is_file()
 
-    # A second report of the same prompt reuses the unchanged evaluation: the runner finds every
-    # (item, model, variant) already in the data directory's results and appends nothing.
-    results = list((isolated_env / "evals").glob("*/results.jsonl"))
-    assert len(results) == 1
-    before = results[0].read_bytes()
+    # A second report of the same prompt reuses the finished result of the same key.
+    results = isolated_env / "retests" / folders[0] / "results.jsonl"
+    before = results.read_bytes()
     again = run_report(seed_prompt.read_text(), _settings(small_corpus), tmp_path / "out2",
-                       llm_factory=lambda: fake,
-                       options=ReportOptions(papers_per_claim=2, retest_limit=1, retest_items=5))
-    assert results[0].read_bytes() == before
-    assert again.report["claims"][0]["retest"]["summary"]["supports_claim"] == \
-        c1["retest"]["summary"]["supports_claim"]
-    assert (tmp_path / "out2" / "retests" / "C1" / "summary.json").is_file()
+                       llm_factory=lambda: fake, options=options)
+    again_c4 = {c["id"]: c for c in again.report["claims"]}["C4"]["retest"]
+    assert results.read_bytes() == before
+    assert again_c4["reused"] is True and again_c4["wall_s"] == 0.0
+    assert again_c4["summary"]["supports_claim"] == c4["summary"]["supports_claim"]
+    assert (tmp_path / "out2" / "retests" / "C4" / "summary.json").is_file()

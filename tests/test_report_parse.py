@@ -163,22 +163,3 @@ def test_example_prompt_parses_and_flags_its_malformed_anchor():
     assert len(brief["claims"]) == 4 and len(brief["tasks"]) == 3
     assert all(c["date_from"] for c in brief["claims"])
     assert [a["valid"] for a in brief["anchors"]] == [True, True, True, False]
-
-
-def test_retest_registry_reads_claim_kinds_and_matches_claim_one(seed_prompt):
-    from agent.nodes.retest import load_registry, match_score
-
-    recipes = load_registry()
-    assert recipes, "evals/specs declares no claim_kinds"
-    assert all(r.claim_kinds and r.description for r in recipes)
-    cheap = [r for r in recipes if not r.finetunes]
-    by_name = {r.name: r for r in recipes}
-    # Only the recipes that train models are gated behind finetune_recipes; self-verification
-    # generates and self-judges, like any evaluation.
-    assert by_name["finetune_dose_response"].finetunes and by_name["finetune_sft_vs_dpo"].finetunes
-    assert not by_name["self_verification_gap"].finetunes
-    assert by_name["self_verification_gap"].cost == 1
-    c1 = parse_prompt(seed_prompt.read_text(encoding="utf-8"))["claims"][0]["text"]
-    assert max(match_score(c1, r) for r in cheap) > 0
-    assert match_score("Quantum error correction thresholds improve with surface codes.",
-                       cheap[0]) == 0

@@ -9,6 +9,7 @@ import typer
 
 from agent.commands.common import settings_from_flags
 from agent.nodes.context import ProgressEvent, ReportOptions
+from agent.nodes.retest_budget import DEFAULT_BUDGET, parse_budget
 from agent.parse import parse_prompt
 from core.errors import EXIT_DEGRADED, BadInputError
 
@@ -46,12 +47,15 @@ def report(
     offline: Annotated[bool, typer.Option("--offline", help="Never call live arXiv.")] = False,
     resume: Annotated[str | None, typer.Option(
         "--resume", help="Continue the interrupted run RUN_ID.")] = None,
-    retest_limit: Annotated[int, typer.Option(
-        "--retest-limit", min=0, help="Claims whose re-test runs (0: none).")] = 1,
+    retest_budget: Annotated[str, typer.Option(
+        "--retest-budget", help="Wall time for re-tests, run cheapest first (e.g. 90s, 45m, "
+        "1h30m; 0: none). Claims that would not fit are skipped with the reason.")
+    ] = DEFAULT_BUDGET,
+    retest_limit: Annotated[int | None, typer.Option(
+        "--retest-limit", min=0, help="At most this many claims re-tested (default: as many "
+        "as the budget allows; 0: none).")] = None,
     retest_items: Annotated[int, typer.Option(
         "--retest-items", min=1, help="Items per split (repeated, novel) in a re-test.")] = 40,
-    finetune: Annotated[bool, typer.Option(
-        "--finetune-recipes", help="Allow re-tests that fine-tune models (slow on CPUs).")] = False,
     papers_per_claim: Annotated[int, typer.Option(
         "--papers-per-claim", min=1, max=50,
         help="Most papers judged per claim (fewer when fewer pass the relevance floor).")] = 10,
@@ -59,6 +63,7 @@ def report(
     """Re-test the prompt's dated claims; write report.md, report.json, references.bib."""
     from agent.run import checkpoint_exists, run_report
 
+    budget_s = parse_budget(retest_budget)  # a bad value is one line and exit 2, before any run
     if corpus is not None and not corpus.is_file():
         raise BadInputError(f"corpus file not found: {corpus}")
     text = _read_prompt(prompt_file)
@@ -74,9 +79,9 @@ def report(
     typer.echo(f"run id: {run_id} (continue an interrupted run with --resume {run_id})", err=True)
     outcome = run_report(text, settings, out, run_id=run_id, on_event=_show,
                          options=ReportOptions(papers_per_claim=papers_per_claim,
+                                               retest_budget_s=budget_s,
                                                retest_limit=retest_limit,
-                                               retest_items=retest_items,
-                                               finetune_recipes=finetune))
+                                               retest_items=retest_items))
     typer.echo(str(outcome.out_dir / "report.md"))
     if outcome.exit_code == EXIT_DEGRADED:
         typer.echo("retest: degraded: " + "; ".join(outcome.degraded), err=True)

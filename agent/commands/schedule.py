@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from agent.commands.common import settings_from_flags
+from agent.nodes.retest_budget import DEFAULT_BUDGET, parse_budget
 from agent.scheduler import (
     EXIT_INTERRUPTED,
     ScheduleConfig,
@@ -45,8 +46,11 @@ def schedule(
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network.")] = False,
     max_runs: Annotated[int | None, typer.Option(
         "--max-runs", min=1, help="Stop after this many runs (default: run forever).")] = None,
-    retest_limit: Annotated[int, typer.Option(
-        "--retest-limit", min=0, help="Claims whose re-test runs (0: none).")] = 1,
+    retest_budget: Annotated[str, typer.Option(
+        "--retest-budget", help="Wall time for each run's re-tests (e.g. 45m; 0: none).")
+    ] = DEFAULT_BUDGET,
+    retest_limit: Annotated[int | None, typer.Option(
+        "--retest-limit", min=0, help="At most this many claims re-tested (0: none).")] = None,
     papers_per_claim: Annotated[int, typer.Option(
         "--papers-per-claim", min=1, max=50,
         help="Most papers judged per claim (fewer when fewer pass the relevance floor).")] = 10,
@@ -57,6 +61,7 @@ def schedule(
     run was degraded, 4 another run or scheduler holds the lock.
     """
     every_s = parse_duration(every)
+    budget_s = parse_budget(retest_budget)
     argv = parse_notify(notify)
     if not prompt_file.is_file():
         raise BadInputError(f"prompt file not found: {prompt_file}")
@@ -68,8 +73,8 @@ def schedule(
     from agent.nodes.context import ReportOptions
 
     # No progress bars: they would interleave with the JSON-line log on stderr.
-    options = ReportOptions(retest_limit=retest_limit, papers_per_claim=papers_per_claim,
-                            progress_bars=False)
+    options = ReportOptions(retest_budget_s=budget_s, retest_limit=retest_limit,
+                            papers_per_claim=papers_per_claim, progress_bars=False)
     scheduler = Scheduler(ScheduleConfig(prompt_file=prompt_file, every_s=every_s,
                                          out_root=out_root, once=once, notify=argv,
                                          max_runs=max_runs, options=options), settings)

@@ -37,9 +37,11 @@ class ReportOptions:
 
     papers_per_claim: int = 10  # at most: none below the relevance floor (agent/nodes/search.py)
     candidates_per_claim: int = 40  # fused candidates per claim held to the relevance floor
-    retest_limit: int = 1  # claims whose re-test actually runs; 0 turns re-tests off
+    # Wall time the re-tests may take, run cheapest first (agent.nodes.retest_plan); 0 turns
+    # re-tests off. 45 min re-tests the seed's five claims on 2 cores.
+    retest_budget_s: float = 2700.0
+    retest_limit: int | None = None  # at most this many claims re-tested (None: the budget decides)
     retest_items: int = 40  # items per split (repeated, novel) in each re-test
-    finetune_recipes: bool = False  # recipes that fine-tune models cost far more on CPUs
     tension_window_days: int = 183
     # Terminal progress bars (corpus scan, embedding); off where stderr carries JSON-line logs
     # (the scheduler) or nobody watches it (the app). Bars also hide when stderr is no terminal.

@@ -1,82 +1,51 @@
-"""Re-test registry, per-claim recipe choice, and running the chosen evaluations.
+"""The re-test nodes: choose a recipe per claim, then run the chosen ones within the budget.
 
-The registry is ``evals/specs/*.toml``: each spec declares ``claim_kinds`` (what kind of claim it
-tests) and a ``description``. Per claim the LLM picks a recipe, accepted only when the recipe's
-claim kinds share a term with the claim, so a small model cannot attach an unrelated experiment;
-otherwise the best keyword match is used. Only the cheapest fitting tier is offered (log-likelihood
-evals before generation evals before fine-tuning), since that decides the run time on CPUs.
-Recipes that fine-tune models are left out unless
-``finetune_recipes`` is set. Runs go through ``evals.dispatch.run_spec_file`` (``retest_items`` items
-per split) for at most ``retest_limit`` claims, cheap evaluations first and then in prompt order,
-since each run costs minutes on 2 CPUs. A claim no recipe fits says what a re-test would need.
+``plan_retests`` ranks the registry (``evals/specs/*.toml`` declaring ``claim_kinds``) against
+each claim by the documented score of :mod:`agent.nodes.retest_plan`: controlled recipes that fit
+first, the model choosing only among the close candidates. ``run_retests`` runs the chosen
+recipes cheapest first until ``ReportOptions.retest_budget_s`` is spent; a claim whose re-test
+would not fit is skipped with the reason. Each claim runs in its own folder
+``<data_dir>/retests/<spec>-<sha>__<claim sha>__n<items>``, so a rerun with the same key reuses
+the finished result; its outputs are copied to ``<out>/retests/<claim id>/``. With several
+re-tests in one report, p-values are corrected with Holm (:mod:`agent.nodes.retest_read`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import shutil
-import tomllib
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, create_model
+from pydantic import create_model
 
 from agent.nodes.context import RunContext
+from agent.nodes.retest_budget import Planned, human_duration, select_within_budget, skip_reason
+from agent.nodes.retest_plan import (
+    Recipe,
+    cost_key,
+    expected_seconds,
+    load_registry,
+    rank_recipes,
+    work_key,
+)
+from agent.nodes.retest_plan import candidates as close_candidates
+from agent.nodes.retest_plan import choose as choose_recipe
+from agent.nodes.retest_read import headline, holm_read
 from agent.nodes.search import keywords
 from agent.prompts import retest_choice_messages
 from agent.state import AgentState, Claim, Retest, RetestPlan
 from core.errors import RetestError
+from core.fsutil import atomic_write_json
 from evals.dispatch import run_spec_file
-from evals.recipes.spec import TRAINING_RECIPES
 
 log = logging.getLogger(__name__)
 
-SPECS_DIR = Path(__file__).resolve().parents[2] / "evals" / "specs"
-
-
-class Recipe(BaseModel):
-    """One re-test recipe from the registry."""
-
-    name: str
-    path: Path
-    description: str
-    claim_kinds: list[str]
-    finetunes: bool  # a controlled recipe that trains its own models (slow on CPUs)
-    cost: int  # 0 log-likelihood scoring (seconds), 1 generation (minutes), 2 fine-tuning
-
-
-def load_registry(specs_dir: Path = SPECS_DIR) -> list[Recipe]:
-    """Read every spec declaring ``claim_kinds``; skip (and log) unreadable ones."""
-    recipes: list[Recipe] = []
-    for path in sorted(specs_dir.glob("*.toml")):
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            log.warning("skipping spec %s: %s", path.name, exc)
-            continue
-        kinds = data.get("claim_kinds")
-        if isinstance(kinds, list) and kinds:
-            trains = data.get("recipe") in TRAINING_RECIPES
-            recipes.append(Recipe(name=path.stem, path=path,
-                                  description=str(data.get("description", "")),
-                                  claim_kinds=[str(k) for k in kinds],
-                                  finetunes=trains,
-                                  cost=2 if trains else
-                                  0 if data.get("scoring") == "mc_loglik" else 1))
-    return recipes
-
-
-def match_score(claim_text: str, recipe: Recipe) -> float:
-    """Share of the recipe's claim-kind terms found in the claim (kinds count double)."""
-    claim_terms = set(keywords(claim_text))
-    kind_terms = {t for kind in recipe.claim_kinds for t in keywords(kind)}
-    desc_terms = set(keywords(recipe.description))
-    if not kind_terms:
-        return 0.0
-    return (2 * len(claim_terms & kind_terms) + 0.5 * len(claim_terms & desc_terms)) / (
-        2 * len(kind_terms))
+DONE_FILE = "retest.json"  # written last in a claim's folder: its result is finished
+LEDGER_FILE = "wall_times.json"  # measured wall time per spec and size, for later estimates
 
 
 def _needs(claim: Claim) -> str:
@@ -87,34 +56,48 @@ def _needs(claim: Claim) -> str:
             f"{', '.join(keywords(claim['text'])[:6])}).")
 
 
+def _retests_dir(ctx: RunContext) -> Path:
+    return Path(ctx.settings.data_dir) / "retests"
+
+
+def _measured(ctx: RunContext) -> dict[str, float]:
+    path = _retests_dir(ctx) / LEDGER_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+
 def plan_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Choose a recipe (or none) per claim."""
+    """Choose a recipe (or none) per claim and estimate what it costs."""
     ctx = runtime.context
     ctx.check_cancel()
-    recipes = [r for r in load_registry()
-               if ctx.options.finetune_recipes or not r.finetunes]
+    recipes = load_registry()
+    measured = _measured(ctx)
+    items = ctx.options.retest_items
     plans: dict[str, RetestPlan] = {}
     degraded: list[str] = []
     for claim in state["brief"]["claims"]:
-        scores = {r.name: match_score(claim["text"], r) for r in recipes}
-        fitting = [r for r in recipes if scores[r.name] > 0]
-        # The cheapest fitting tier only: on CPUs a log-likelihood eval takes seconds, a
-        # generation eval minutes; a bigger machine can run the rest with `retest eval`.
-        cheapest = [r for r in fitting if r.cost == min(f.cost for f in fitting)]
-        chosen, how = None, "none"
-        if cheapest:
+        ranked = rank_recipes(claim["text"], recipes)
+        close = close_candidates(ranked)
+        pick = None
+        if len(close) > 1:  # the score leaves a real choice: ask the model, validated
             try:
-                chosen = _llm_choice(ctx, claim, cheapest)
+                pick = _llm_choice(ctx, claim, close)
             except RetestError as exc:
                 degraded.append(f"model failed while choosing re-tests: {exc}")
-            if chosen is not None and scores.get(chosen, 0.0) > 0:
-                how = "llm"
-            else:
-                chosen = max(cheapest, key=lambda r: (scores[r.name], r.name)).name
-                how = "keywords"
-        plans[claim["id"]] = RetestPlan(claim_id=claim["id"], spec=chosen, chosen_by=how,
-                                        needs="" if chosen else _needs(claim),
-                                        status="planned" if chosen else "no recipe")
+        chosen, how = choose_recipe(ranked, pick)
+        score = next((s for r, s in ranked if chosen is not None and r.name == chosen.name), 0.0)
+        plans[claim["id"]] = RetestPlan(
+            claim_id=claim["id"], spec=chosen.name if chosen else None, chosen_by=how,
+            needs="" if chosen else _needs(claim),
+            status="planned" if chosen else "no recipe",
+            candidates=[r.name for r in close], score=score,
+            decides=chosen.decides if chosen else False,
+            description=chosen.description if chosen else "",
+            expected_s=expected_seconds(chosen, items, measured) if chosen else 0.0,
+            skipped_reason="")
     ctx.emit("retest", f"recipes chosen for {sum(1 for p in plans.values() if p['spec'])} "
              f"of {len(plans)} claims")
     return {"retest_plans": plans, "degraded": degraded}
@@ -130,62 +113,107 @@ def _llm_choice(ctx: RunContext, claim: Claim, recipes: list[Recipe]) -> str | N
 
 
 def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Run the chosen recipes for the best-matching ``retest_limit`` claims; attach summaries."""
+    """Run the chosen recipes cheapest first within the budget; attach results, Holm-read."""
     ctx = runtime.context
+    opts = ctx.options
     plans = state.get("retest_plans", {})
-    done = state.get("retests", {})
+    done: dict[str, Retest] = dict(state.get("retests", {}))
     recipes = {r.name: r for r in load_registry()}
     claims = {c["id"]: c for c in state["brief"]["claims"]}
-    # Cheap evaluations first, then prompt order: the first claim is the one the user leads with.
     order = {cid: i for i, cid in enumerate(claims)}
-    queue = sorted((p for p in plans.values() if p["spec"] in recipes),
-                   key=lambda p: (recipes[p["spec"]].finetunes, order[p["claim_id"]]))
+    runnable = [p for p in plans.values()
+                if p["spec"] in recipes and p["claim_id"] not in done]
+    # A claim whose folder holds a finished result costs nothing: it is reused, not rerun.
+    folders = {p["claim_id"]: _retests_dir(ctx) / work_key(
+        recipes[p["spec"]], claims[p["claim_id"]]["text"], opts.retest_items)  # type: ignore[index]
+        for p in runnable}
+    planned = [Planned(p["claim_id"], order[p["claim_id"]],
+                       0.0 if (folders[p["claim_id"]] / DONE_FILE).is_file()
+                       else p.get("expected_s", 0.0)) for p in runnable]
+    limit = opts.retest_limit
+    queue, skipped = select_within_budget(planned, opts.retest_budget_s,
+                                          None if limit is None else max(0, limit - len(done)))
     updated: dict[str, RetestPlan] = {
-        p["claim_id"]: RetestPlan(**{**p, "status": f"skipped: re-test limit "
-                                     f"{ctx.options.retest_limit} (--retest-limit)"})
-        for p in queue[ctx.options.retest_limit:]}
-    queue = queue[:ctx.options.retest_limit]
+        cid: RetestPlan(**{**plans[cid], "status": f"skipped: {why}", "skipped_reason": why})
+        for cid, why in skipped.items()}
     retests: dict[str, Retest] = {}
     degraded: list[str] = []
-    for i, plan in enumerate(queue):
+    spent = sum(float(r.get("wall_s", 0.0)) for r in done.values())
+    for i, item in enumerate(queue):
         ctx.check_cancel()
-        if plan["claim_id"] in done:  # finished before an interruption
-            continue
+        plan = plans[item.claim_id]
         recipe = recipes[plan["spec"]]  # type: ignore[index]
-        ctx.emit("retest", f"{plan['claim_id']}: running {recipe.name}", i, len(queue))
+        left = opts.retest_budget_s - spent
+        if item.expected_s > left:  # earlier runs took longer than estimated
+            why = skip_reason(item.expected_s, left)
+            updated[item.claim_id] = RetestPlan(**{**plan, "status": f"skipped: {why}",
+                                                   "skipped_reason": why})
+            continue
+        ctx.emit("retest", f"{item.claim_id}: running {recipe.name} (expected "
+                 f"~{human_duration(item.expected_s)})", i, len(queue))
         try:
-            work_dir = _eval_work_dir(ctx, recipe.path)
-            summary = run_spec_file(recipe.path, work_dir, ctx.settings,
-                               limit=ctx.options.retest_items, progress=False)
-            _copy_outputs(work_dir, ctx.out_dir / "retests" / plan["claim_id"])
+            record = _run_one(ctx, recipe, claims[item.claim_id], folders[item.claim_id],
+                              item.expected_s)
         except RetestError as exc:
             degraded.append(f"re-test {recipe.name} failed: {exc}")
-            updated[plan["claim_id"]] = RetestPlan(**{**plan, "status": f"failed: {exc}"})
+            updated[item.claim_id] = RetestPlan(**{**plan, "status": f"failed: {exc}"})
             continue
-        updated[plan["claim_id"]] = RetestPlan(**{**plan, "status": "ran"})
-        supports = summary.get("supports_claim")
-        retests[plan["claim_id"]] = Retest(
-            spec=recipe.path.name, summary=_jsonable(summary),
-            supports_claim=supports if isinstance(supports, bool) else None)
-        ctx.emit("retest", f"{plan['claim_id']}: {recipe.name} done", i + 1, len(queue))
-    return {"retests": retests, "retest_plans": updated, "degraded": degraded}
+        spent += record["wall_s"]
+        retests[item.claim_id] = record
+        updated[item.claim_id] = RetestPlan(**{**plan, "status": "reused" if record["reused"]
+                                               else "ran"})
+        ctx.emit("retest", f"{item.claim_id}: {recipe.name} done in "
+                 f"{human_duration(record['wall_s'])}", i + 1, len(queue))
+    corrected = holm_read({**done, **retests})
+    return {"retests": corrected, "retest_plans": updated, "degraded": degraded}
 
 
-def _eval_work_dir(ctx: RunContext, spec_path: Path) -> Path:
-    """Where an evaluation runs: one folder per (spec content, item count) in the data directory.
+def _run_one(ctx: RunContext, recipe: Recipe, claim: Claim, folder: Path,
+             expected_s: float) -> Retest:
+    """Run (or reuse the finished) re-test of one claim in its own folder; copy its outputs."""
+    items = ctx.options.retest_items
+    reused = (folder / DONE_FILE).is_file() and (folder / "summary.json").is_file()
+    started = time.monotonic()
+    if reused:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    else:
+        summary = run_spec_file(recipe.path, folder, ctx.settings, limit=items, progress=False)
+    wall = 0.0 if reused else time.monotonic() - started
+    if not reused:
+        atomic_write_json(folder / DONE_FILE, {
+            "claim_id": claim["id"], "claim": claim["text"], "spec": recipe.path.name,
+            "spec_sha256": recipe.sha256, "items": items, "wall_s": round(wall, 1)})
+        _record_wall_time(ctx, cost_key(recipe, items), wall)
+    report_dir = ctx.out_dir / "retests" / claim["id"]
+    _copy_outputs(folder, report_dir)
+    head = headline(summary)
+    supports = summary.get("supports_claim")
+    supports = supports if isinstance(supports, bool) else None
+    decides = summary.get("decides")
+    design = summary.get("design")
+    return Retest(
+        spec=recipe.path.name, summary=_jsonable(summary), supports_claim=supports,
+        supports_claim_raw=supports,
+        decides=decides if isinstance(decides, bool) else recipe.decides,
+        design=design if isinstance(design, str) and design.strip() else recipe.description,
+        n=head["n"], effect=head["effect"], ci=head["ci"], p_value=head["p_value"],
+        p_source=head["p_source"], p_holm=None, holm_note="", expected_s=round(expected_s, 1),
+        wall_s=round(wall, 1), reused=reused, work_dir=str(folder),
+        plots=[f"retests/{claim['id']}/{p.name}" for p in sorted(report_dir.glob("*.png"))])
 
-    The runner skips every (item, model, variant) already in that folder's results.jsonl, so a
-    later report that picks the same unchanged spec makes no model call for finished items
-    (issue 7: reuse an evaluation whose spec, models and data are unchanged) and a killed one
-    resumes.
-    """
-    digest = hashlib.sha256(spec_path.read_bytes()).hexdigest()[:16]
-    name = f"{spec_path.stem}-{digest}-n{ctx.options.retest_items}"
-    return ctx.settings.data_dir / "evals" / name
+
+def _record_wall_time(ctx: RunContext, key: str, wall_s: float) -> None:
+    """Remember a measured wall time, so the next estimate for this spec and size is real."""
+    ledger = _measured(ctx)
+    ledger[key] = round(wall_s, 1)
+    try:
+        atomic_write_json(_retests_dir(ctx) / LEDGER_FILE, ledger)
+    except (OSError, RetestError) as exc:  # an estimate is a convenience, never a failure
+        log.warning("wall time not recorded: %s", exc)
 
 
 def _copy_outputs(work_dir: Path, report_dir: Path) -> None:
-    """Copy an evaluation's outputs beside the report, so the report folder stands alone."""
+    """Copy a re-test's outputs beside the report, so the report folder stands alone."""
     report_dir.mkdir(parents=True, exist_ok=True)
     for path in work_dir.iterdir():
         if path.is_file() and path.suffix in {".json", ".jsonl", ".md", ".png"}:
