@@ -268,6 +268,8 @@ def test_unusable_model_questions_fall_back_and_usable_ones_stay():
     movers = [ev("relaxes", True, "2601.00001", "C1"), ev("overturns", True, "2601.00002", "C2")]
     chosen = choose_questions(["", "loop loop loop loop loop loop"], claims, movers)
     assert [q.fallback for q in chosen] == [True, True]
+    title = "The Evidence for Speech Models and the Future of Recognition"  # not a question
+    assert choose_questions([title, ""], claims, movers)[0].fallback
     good = "Do accented-speech error gaps persist for recognizers trained on newer corpora?"
     chosen = choose_questions([good, good], claims, movers)  # a repeat is not a second question
     assert [q.fallback for q in chosen] == [False, True] and chosen[0].text == good
@@ -316,7 +318,7 @@ def test_questions_from_two_prompts_differ_and_stay_on_topic(llm_env, shared_dat
                                                              tmp_path):
     """The real embedded SmolLM2 proposes (or the fallback builds) questions for the seed prompt
     and for a speech-recognition prompt: they differ, and the second has no seed-topic words."""
-    records = _records(shared_data, {"seed": ("memoriz",), "asr": ("speech", "recogni")})
+    records = _records(shared_data, {"seed": ("memoriz",), "asr": ("speech recogni",)})
     assert len(records["seed"]) == 3 and len(records["asr"]) == 3
     ctx = RunContext(settings=load_settings(offline=True), out_dir=tmp_path, run_id="q")
     seed = _run_questions(seed_prompt.read_text(), records["seed"], ctx)

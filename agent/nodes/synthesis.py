@@ -338,9 +338,10 @@ def _norm(text: str) -> str:
 
 
 def _usable(question: str) -> bool:
-    """Reject empty and degenerate (looping) questions a small model may produce."""
+    """Reject what a small model may produce instead of a question: empty, looping or a title."""
     words = question.lower().split()
-    return len(words) >= 5 and len(set(words)) / len(words) >= 0.6
+    return (len(words) >= 5 and len(set(words)) / len(words) >= 0.6
+            and question.rstrip().endswith("?"))
 
 
 def _with_sources(question: str, evidence: list[Evidence]) -> str:
