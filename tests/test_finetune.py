@@ -11,7 +11,7 @@ from core.errors import BadInputError
 from evals import scoring
 from evals.items import Item
 from evals.recipes import contamination as cont
-from evals.recipes.analyses import _dose_summary
+from evals.recipes.analyses import _dose_summary, dose_design, sft_dpo_design
 from evals.recipes.selfverify import (
     auroc,
     calibration_ids,
@@ -483,3 +483,16 @@ def test_self_verification_recipe_runs_end_to_end_and_resumes(
     assert (out / "results.jsonl").read_text().splitlines() == lines  # resumed, not re-asked
     assert (out / "verifier_scores.jsonl").read_text().splitlines() == verdicts
     assert json.loads(again.stdout)["generation_accuracy"] == summary["generation_accuracy"]
+
+
+def test_designs_state_what_was_trained_on_what(shared_data: Path) -> None:
+    from evals.recipes.spec import load_recipe
+
+    dose = load_recipe("finetune_dose_response").spec
+    line = dose_design(dose, 60, 30)
+    assert "smollm2-135m-instruct LoRA-SFT" in line and "[0.0, 0.25, 1.0]" in line
+    assert "60 training items" in line and "30-item test pool" in line
+    assert "30 never-planted" in line and "\n" not in line
+    pair = sft_dpo_design(load_recipe("finetune_sft_vs_dpo").spec, 20, 40)
+    assert "SFT" in pair and "DPO" in pair and "own output rejected" in pair
+    assert "40 unseen items" in pair

@@ -28,7 +28,7 @@ from evals.recipes.common import (
     serve,
     train_models,
 )
-from evals.recipes.spec import LoadedRecipe
+from evals.recipes.spec import LoadedRecipe, RecipeSpec
 from evals.runner import Task, read_results, run_eval
 from evals.stages import Stages
 from evals.variants import make_variants
@@ -85,17 +85,14 @@ def dose_response(loaded: LoadedRecipe, out: Path, settings: Settings, timed: St
             per_dose.append(_dose_summary(records, plan, names[label], trained[label].manifest,
                                           spec.seed))
     largest = max((d for d in per_dose if d["n_planted"]), key=lambda d: d["dose"], default=None)
-    c, ft = spec.contamination, spec.finetune
-    n_control = round(c.control_fraction * len(test_items))
+    n_control = len(cont.plan_contamination([t.id for t in test_items], 0.0, spec.seed,
+                                            control_fraction=spec.contamination.control_fraction
+                                            ).control_ids)
     head = {} if largest is None else {**largest["gap"],
                                        "n": largest["n_planted"] + n_control}
     return {
         "decides": True,
-        "design": (f"{ft.base_model} LoRA-{ft.method.upper()} once per dose "
-                   f"{list(c.doses)} on {c.budget} training items with that share of a "
-                   f"{len(test_items) - n_control}-item test pool planted ({c.copy_kind}), "
-                   f"{ft.max_steps} steps each; compared: tuned minus untuned base accuracy on "
-                   f"planted vs {n_control} never-planted test items."),
+        "design": dose_design(spec, len(test_items), n_control),
         "headline": _headline("memorization gap at the largest dose (planted minus "
                               "never-planted advantage over the base)", head, "gap",
                               largest["supports_claim"] if largest else None),
@@ -106,6 +103,26 @@ def dose_response(loaded: LoadedRecipe, out: Path, settings: Settings, timed: St
         "counts": {"test_items": len(test_items), "budget": spec.contamination.budget},
         "training_wall_s": {k: r.manifest["wall_s"] for k, r in trained.items()},
     }
+
+
+def dose_design(spec: RecipeSpec, n_test: int, n_control: int) -> str:
+    """Return the one-line design of a dose-response run (what was trained on what)."""
+    c, ft = spec.contamination, spec.finetune
+    tuning = f"LoRA-{ft.method.upper()}" if ft.lora else f"full-weight {ft.method.upper()}"
+    return (f"{ft.base_model} {tuning} once per dose {list(c.doses)} on {c.budget} training "
+            f"items with that share of a {n_test - n_control}-item test pool planted "
+            f"({c.copy_kind}), {ft.max_steps} steps each; compared: tuned minus untuned base "
+            f"accuracy on planted vs {n_control} never-planted test items.")
+
+
+def sft_dpo_design(spec: RecipeSpec, n_planted: int, n_unseen: int) -> str:
+    """Return the one-line design of an SFT-vs-DPO run (what was trained on what)."""
+    ft = spec.finetune
+    return (f"{ft.base_model} trained twice on the same {spec.contamination.budget} items "
+            f"({n_planted} test items among them), {ft.max_steps} steps each: SFT on the right "
+            f"answers vs DPO against {spec.dpo.rejected.replace('_', ' ')} rejected answers; "
+            f"compared: DPO minus SFT, paired by item, on {n_unseen} unseen items (novel + "
+            f"variants).")
 
 
 def _n(default: int, limit: int | None) -> int:
@@ -178,15 +195,9 @@ def sft_vs_dpo(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stage
     unseen = splits["novel"] + splits["variant"]
     diffs["unseen"] = _paired(records, dpo, sft, unseen, spec.seed)
     supports = stats.supports_claim({"gap": diffs["unseen"]})
-    ft = spec.finetune
     return {
         "decides": True,
-        "design": (f"{ft.base_model} trained twice on the same {spec.contamination.budget} "
-                   f"items ({len(plan.planted_ids)} test items among them), {ft.max_steps} "
-                   f"steps each: SFT on the right answers vs DPO against "
-                   f"{spec.dpo.rejected.replace('_', ' ')} rejected answers; compared: DPO "
-                   f"minus SFT, paired by item, on {len(unseen)} unseen items (novel + "
-                   f"variants)."),
+        "design": sft_dpo_design(spec, len(plan.planted_ids), len(unseen)),
         "headline": _headline("DPO minus SFT on unseen items (novel + variants)",
                               diffs["unseen"], "diff", supports),
         "models": {"sft": sft, "dpo": dpo, "base": "base"},
