@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agent.grounding import ARXIV_ID_PATTERN, strip_invisible
 from core.errors import BadInputError
 from core.settings import Settings
 from tools.paper import Paper, split_version
@@ -30,10 +31,7 @@ MAX_QUESTION_CHARS = 2000
 ABSTRACT_CHARS_IN_PROMPT = 700  # keeps the prompt (and first-token latency) small on CPU
 ANSWER_MAX_TOKENS = 200  # two to five sentences; long answers only cost time on CPU
 
-# One arXiv id: new style (2501.01234v2) or old style (hep-th/9901001), optionally prefixed.
-_ID = r"(?:\d{4}\.\d{4,5}|[a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?"
 _BRACKET = re.compile(r"\[([^\[\]\n]{0,200})\]")
-_ID_IN_TEXT = re.compile(rf"(?<![\w./])(?:arxiv\s*:\s*)?({_ID})(?![\w/])", re.IGNORECASE)
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\[(])")
 
@@ -97,6 +95,7 @@ def ground_text(text: str, retrieved_ids: Iterable[str]) -> GroundedText:
     in order of first appearance (as spelled in ``retrieved_ids``); ``removed_ids`` the others.
     """
     known = {_canonical(i): i for i in retrieved_ids}
+    text = strip_invisible(text)  # an id split by a zero-width space is still an id
     cited: list[str] = []
     removed: list[str] = []
 
@@ -112,24 +111,24 @@ def ground_text(text: str, retrieved_ids: Iterable[str]) -> GroundedText:
 
     def on_bracket(match: re.Match[str]) -> str:
         inner = match.group(1)
-        ids = [m.group(1) for m in _ID_IN_TEXT.finditer(inner)]
+        ids = [m["id"] for m in ARXIV_ID_PATTERN.finditer(inner)]
         if not ids:
             return match.group(0)  # an ordinary bracket, e.g. "[1]" or "[sic]"
         kept = [k for k in (keep(i) for i in ids) if k is not None]
         return "".join(f"[arXiv:{k}]" for k in dict.fromkeys(kept))
 
     def on_bare(match: re.Match[str]) -> str:
-        kept = keep(match.group(1))
+        kept = keep(match["id"])
         return f"[arXiv:{kept}]" if kept else ""
 
     # Protect the bracket groups we produce from the bare-id pass with a placeholder.
     parts: list[str] = []
     last = 0
     for match in _BRACKET.finditer(text):
-        parts.append(_ID_IN_TEXT.sub(on_bare, text[last:match.start()]))
+        parts.append(ARXIV_ID_PATTERN.sub(on_bare, text[last:match.start()]))
         parts.append(on_bracket(match))
         last = match.end()
-    parts.append(_ID_IN_TEXT.sub(on_bare, text[last:]))
+    parts.append(ARXIV_ID_PATTERN.sub(on_bare, text[last:]))
     cleaned = _tidy("".join(parts))
     removed = list(dict.fromkeys(r for r in removed if _canonical(r) not in known))
     return GroundedText(text=cleaned, cited_ids=cited, removed_ids=removed)

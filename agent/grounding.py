@@ -16,18 +16,29 @@ from tools.paper import split_version
 log = logging.getLogger(__name__)
 
 # Anything that looks like an arXiv id: new style (even with an impossible month, such as
-# 2513.01234) or old style, with optional "arXiv:" prefix and version.
+# 2513.01234) or old style, with version, and with whatever names it as one in front: "arXiv:",
+# "arXiv" glued on, or an arxiv.org abs/pdf URL (the whole URL is one match, so no bare URL
+# survives around a removed id). This is the project's one id rule: reports, evidence and `ask`
+# answers all go through it.
 ARXIV_ID_PATTERN = re.compile(
-    r"(?:arXiv:\s*)?(?<![\d.])(?P<id>\d{4}\.\d{4,5}(?:v\d+)?|[a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7}"
-    r"(?:v\d+)?)(?![\d])",
+    r"(?:https?://(?:www\.|export\.)?arxiv\.org/(?:abs|pdf)/|arxiv\s*:?\s*)?"
+    r"(?<![\d.])(?P<id>\d{4}\.\d{4,5}(?:v\d+)?|[a-z][a-z\-]+(?:\.[A-Z]{2})?/\d{7}(?:v\d+)?)"
+    r"(?![\d])(?:\.pdf)?",
     re.IGNORECASE,
 )
+# Characters that render as nothing: a model (or a poisoned abstract) can split an id with them.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
 REMOVED_MARK = "[unverified id removed]"
+
+
+def strip_invisible(text: str) -> str:
+    """Remove zero-width and other invisible characters (so ``2599\u200b.99999`` is an id)."""
+    return _INVISIBLE.sub("", text)
 
 
 def find_arxiv_ids(text: str) -> list[str]:
     """Return the ids (without version) that look like arXiv ids in ``text``, in order."""
-    return [split_version(m["id"])[0] for m in ARXIV_ID_PATTERN.finditer(text)]
+    return [split_version(m["id"])[0] for m in ARXIV_ID_PATTERN.finditer(strip_invisible(text))]
 
 
 def strip_ungrounded(text: str, allowed: Iterable[str]) -> tuple[str, list[str]]:
@@ -42,7 +53,7 @@ def strip_ungrounded(text: str, allowed: Iterable[str]) -> tuple[str, list[str]]
         removed.append(base)
         return REMOVED_MARK
 
-    return ARXIV_ID_PATTERN.sub(repl, text), removed
+    return ARXIV_ID_PATTERN.sub(repl, strip_invisible(text)), removed
 
 
 def ground_markdown(markdown: str, retrieved: Iterable[str],

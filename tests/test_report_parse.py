@@ -163,3 +163,24 @@ def test_example_prompt_parses_and_flags_its_malformed_anchor():
     assert len(brief["claims"]) == 4 and len(brief["tasks"]) == 3
     assert all(c["date_from"] for c in brief["claims"])
     assert [a["valid"] for a in brief["anchors"]] == [True, True, True, False]
+
+
+@pytest.mark.parametrize("form", [
+    "https://arxiv.org/abs/2599.99999", "http://arxiv.org/pdf/2599.99999v2.pdf",
+    "arXiv2599.99999", "arXiv: 2599.99999", "2599\u200b.99999", "25\u200d99.99999v1",
+])
+def test_one_grounding_rule_for_reports_and_answers(form: str) -> None:
+    """An id that was not retrieved disappears in every disguise, from report text and from an
+    `ask` answer alike, and no URL stub is left behind; a retrieved id survives the same forms."""
+    from agent.ask import ground_text
+
+    text = f"Memorization was refuted ({form}) in that study."
+    cleaned, removed = strip_ungrounded(text, ["2501.00001"])
+    assert removed == ["2599.99999"] and "2599" not in cleaned and "arxiv.org" not in cleaned
+    answer = ground_text(text, ["2501.00001"])
+    assert answer.removed_ids == ["2599.99999"] and answer.cited_ids == []
+    assert "2599" not in answer.text and "arxiv.org" not in answer.text.lower()
+    real = text.replace("99999", "00001").replace("2599", "2501").replace("25\u200d99", "2501")
+    real = real.replace("2599\u200b", "2501\u200b")
+    kept = ground_text(real, ["2501.00001"])
+    assert kept.cited_ids == ["2501.00001"] and "[arXiv:2501.00001]" in kept.text
