@@ -68,8 +68,8 @@ def _summary_table(report: dict[str, Any]) -> None:
     rows = ["| claim | dated | verdict | evidence | re-test |", "|---|---|---|---|---|"]
     for claim in report.get("claims", []):
         retest = claim.get("retest")
-        supports = "—" if not retest else {True: "supports", False: "contradicts",
-                                            None: "inconclusive"}.get(
+        supports = "—" if not retest else "skipped" if retest.get("skipped_reason") else {
+            True: "supports", False: "contradicts", None: "inconclusive"}.get(
             retest.get("supports_claim"), "—")
         rows.append(f"| {md_cell(claim.get('id'))}: {md_cell(claim.get('text'), 160)} | "
                     f"{md_cell(claim.get('dated') or '—')} | "
@@ -91,6 +91,9 @@ def _claim_details(report: dict[str, Any]) -> None:
                 st.markdown("_No newer evidence was retrieved._")
             if claim.get("retest"):
                 st.markdown(f"**Re-test** ({md_cell(claim['retest'].get('spec'))})")
+                if claim["retest"].get("skipped_reason"):  # the budget left it out
+                    st.markdown(f"Skipped: {md_cell(claim['retest']['skipped_reason'])}")
+                    continue
                 summary = claim["retest"].get("summary") or {}
                 # The evaluation's own summary (accuracy table, CIs, gap), then the raw numbers.
                 st.markdown("\n".join(retest_summary_lines(summary)))

@@ -205,3 +205,16 @@ def test_report_lines_show_design_n_effect_ci_both_p_decides_and_plot():
     assert budget_line(block) == ("Re-tests: 1 ran and 0 reused finished results, in 10 min of "
                                   "a 15 min budget (cheapest first); skipped: C3 (needs ~7 "
                                   "min, 2 min of budget left).")
+
+
+@pytest.mark.parametrize("budget", ["45", "ten minutes", "-1m"])
+def test_cli_refuses_a_bad_budget_in_one_line_with_exit_2(budget, tmp_path, capsys):
+    from agent.cli import main
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("Dated claims:\n- Fine-tuned models memorize repeated items (~2024).\n",
+                      encoding="utf-8")
+    assert main(["report", str(prompt), "--offline", "--retest-budget", budget]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "--retest-budget" in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "out").exists()
