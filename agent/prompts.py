@@ -65,14 +65,19 @@ def judge_messages(claim: Claim, paper: PaperRecord) -> list[dict[str, str]]:
 
 
 def retest_choice_messages(claim: Claim, recipes: list[tuple[str, str]]) -> list[dict[str, str]]:
-    """Ask which re-test recipe (name, description) fits a claim, or 'none'."""
+    """Ask which of the close candidate recipes (name, what it tests) fits a claim, or 'none'.
+
+    The candidates already share the claim's terms (agent.nodes.retest_plan scores them); the
+    model only says which experiment tests what the claim asserts.
+    """
     listing = "\n".join(f"- {name}: {desc}" for name, desc in recipes)
     return [
         {"role": "system", "content": "You match research claims to experiments. " + _DATA_RULE},
         {"role": "user", "content": (
-            "Claim:\n" + quote_data(claim["text"]) + "\n\nAvailable re-test recipes:\n"
-            + listing + "\n\nWhich recipe directly tests this claim? Answer with its name, or "
-            "'none' if no recipe fits.")},
+            "Claim:\n" + quote_data(claim["text"]) + "\n\nCandidate re-test recipes (each "
+            "compares one model with and without a training step or method):\n" + listing
+            + "\n\nWhich recipe's comparison directly tests what the claim asserts? Answer "
+            "with its name, or 'none' if none does.")},
     ]
 
 

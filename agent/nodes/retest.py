@@ -107,7 +107,9 @@ def _llm_choice(ctx: RunContext, claim: Claim, recipes: list[Recipe]) -> str | N
     names = tuple(r.name for r in recipes) + ("none",)
     schema = create_model("RecipeChoice", recipe=(Literal[names], ...))  # type: ignore[valid-type]
     reply = ctx.complete_json(
-        retest_choice_messages(claim, [(r.name, r.description) for r in recipes]), schema,
+        retest_choice_messages(claim, [(r.name, f"{r.description} (tests: "
+                                       f"{'; '.join(r.claim_kinds)})") for r in recipes]),
+        schema,
         max_tokens=40)
     return None if reply.recipe == "none" else str(reply.recipe)
 
