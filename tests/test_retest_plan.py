@@ -156,6 +156,9 @@ def test_holm_reads_supports_claim_at_the_adjusted_p():
     assert out["C2"]["supports_claim"] is None and out["C2"]["p_holm"] == pytest.approx(0.09)
     assert out["C3"]["supports_claim"] is False  # equivalence, not significance: it stands
     assert out["C4"]["p_holm"] is None and "not part" in out["C4"]["holm_note"]
+    # The self-verification rule's true ("gap CI below +margin") does not rest on p: it stands.
+    verify = holm_read({"C1": _rt(0.03, [-0.3, -0.1], True), "C2": _rt(0.04, [0.1, 0.3], True)})
+    assert verify["C1"]["supports_claim"] is True and verify["C2"]["supports_claim"] is None
     strong = holm_read({"C1": _rt(0.001, [0.2, 0.5], True), "C2": _rt(0.6, [-0.2, 0.3], None)})
     assert strong["C1"]["supports_claim"] is True and strong["C1"]["p_holm"] == 0.002
     alone = holm_read({"C1": _rt(0.07, [0.01, 0.3], True)})  # one re-test: nothing to correct

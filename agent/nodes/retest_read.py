@@ -7,12 +7,12 @@ p-value of their own; their p then comes from the normal approximation of that C
 (``se = width / 3.92``, ``p = erfc(|effect / se| / sqrt 2)``) and says so in ``p_source``.
 
 ``holm_read`` (several re-tests in one report): the re-tests with a p-value form Holm's family
-(:func:`evals.stats.holm`). A re-test's ``supports_claim`` is read at its Holm-adjusted p: a
-reading that rests on significance (true, or false because the CI lies on the wrong side of 0)
-becomes None ("not significant after Holm") when the adjusted p is ``ALPHA`` or more. A false
-that rests on equivalence (a powered CI inside the margin around 0) is not a significance claim
-and stands. With a single re-test the adjusted p equals the raw one and the recipe's reading
-stands unchanged.
+(:func:`evals.stats.holm`). A re-test's ``supports_claim`` is read at its Holm-adjusted p where
+its rule is a significance rule: a true because the effect's CI lies above 0, or a false because
+it lies below 0, becomes None ("not significant after Holm") when the adjusted p is ``ALPHA`` or
+more. Readings that do not rest on the effect differing from 0 stand: a false from equivalence (a
+powered CI inside the margin around 0), and the self-verification gap's true ("its CI lies below
++margin"). With a single re-test the adjusted p equals the raw one and every reading stands.
 """
 
 from __future__ import annotations
@@ -95,8 +95,16 @@ def headline(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def rests_on_significance(supports: bool | None, ci: list[float] | None) -> bool:
-    """Tell whether a reading is a significance claim: decided, with a CI that excludes 0."""
-    return isinstance(supports, bool) and ci is not None and (ci[0] > 0 or ci[1] < 0)
+    """Tell whether a reading is the significance reading of the standard CI rule.
+
+    That rule (:func:`evals.stats.supports_claim`) says true because the effect's CI lies above
+    0, or false because it lies below 0. A reading of another rule (the self-verification gap's
+    "true when the CI lies below +margin") or an equivalence false (a CI inside the margin) does
+    not rest on the effect differing from 0, so a p-value, adjusted or not, does not change it.
+    """
+    if ci is None:
+        return False
+    return (supports is True and ci[0] > 0) or (supports is False and ci[1] < 0)
 
 
 def holm_read(retests: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
