@@ -40,6 +40,7 @@ COMMAND_MODULES = [
     "agent.commands.dedup",
     "agent.commands.schedule",
     "agent.commands.finetune",
+    "agent.commands.judge_eval",
 ]
 
 

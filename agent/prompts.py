@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from agent.state import Claim, PaperRecord
+from agent.state import Claim
 
 ABSTRACT_CHARS = 900  # keeps prompts short: the embedded model is slow on long contexts
 
@@ -49,18 +49,61 @@ def query_plan_messages(claim: Claim) -> list[dict[str, str]]:
     ]
 
 
-def judge_messages(claim: Claim, paper: PaperRecord) -> list[dict[str, str]]:
-    """Ask for a one-sentence summary of a paper against a claim, and its stance."""
+JUDGE_PROMPT_VERSION = "judge-v2"  # bump on any change below: it keys the judgement cache
+JUDGE_ABSTRACT_CHARS = 1600  # findings sit at the end of an abstract: keep most of it
+STANCE_LABELS: tuple[str, ...] = ("supports", "relaxes", "overturns", "unrelated")
+
+_STANCE_GUIDE = (
+    "'supports' (its findings agree with the claim), 'relaxes' (the claim holds only in "
+    "narrower conditions, or less strongly), 'overturns' (its findings contradict the claim), "
+    "or 'unrelated' (it does not address the claim)")
+_JUDGE_SYSTEM = ("You are a careful research analyst who checks claims against papers. "
+                 + _DATA_RULE)
+
+
+def _claim_and_paper(claim_text: str, title: str, abstract: str) -> str:
+    return ("Claim under test:\n" + quote_data(claim_text) + "\n\n"
+            "Paper (title and abstract):\n"
+            + quote_data(f"{title}. {abstract}", JUDGE_ABSTRACT_CHARS) + "\n\n")
+
+
+def judge_messages(claim_text: str, title: str, abstract: str) -> list[dict[str, str]]:
+    """Ask for a summary, a stance and a verbatim quote that shows the stance (JSON output)."""
     return [
-        {"role": "system", "content": "You are a careful research analyst. " + _DATA_RULE
-         + " Answer only with the requested JSON."},
-        {"role": "user", "content": (
-            "Claim under test:\n" + quote_data(claim["text"]) + "\n\n"
-            "Newer paper (title and abstract):\n"
-            + quote_data(f"{paper['title']}. {paper['abstract']}") + "\n\n"
-            "Summarize in one sentence what the paper finds that bears on the claim. Then give "
-            "its stance toward the claim: 'supports' (consistent with it), 'relaxes' (it holds "
-            "only in narrower conditions), 'overturns' (contradicts it), or 'unrelated'.")},
+        {"role": "system", "content": _JUDGE_SYSTEM + " Answer only with the requested JSON."},
+        {"role": "user", "content": _claim_and_paper(claim_text, title, abstract) + (
+            "Summarize in one sentence what the paper finds that bears on the claim. Give its "
+            "stance toward the claim: " + _STANCE_GUIDE + ". Then copy, word for word, the one "
+            "sentence of the abstract that shows this stance.")},
+    ]
+
+
+def judge_label_messages(claim_text: str, title: str, abstract: str) -> list[dict[str, str]]:
+    """Ask for the stance as a single word (scored by label log-likelihood, chat models)."""
+    return [
+        {"role": "system", "content": _JUDGE_SYSTEM},
+        {"role": "user", "content": _claim_and_paper(claim_text, title, abstract)
+         + "What is the paper's stance toward the claim? Answer with one word: "
+         + _STANCE_GUIDE + "."},
+    ]
+
+
+def judge_label_text(claim_text: str, title: str, abstract: str) -> str:
+    """Ask the same question as plain text ending in ``Stance:``, for base models (no chat)."""
+    return (_JUDGE_SYSTEM + "\n\n" + _claim_and_paper(claim_text, title, abstract)
+            + "The paper's stance toward the claim is one of " + _STANCE_GUIDE
+            + ".\nStance:")
+
+
+def judge_grounding_messages(claim_text: str, title: str, abstract: str,
+                             stance: str) -> list[dict[str, str]]:
+    """Ask for a summary and the verbatim sentence behind a stance already decided."""
+    return [
+        {"role": "system", "content": _JUDGE_SYSTEM + " Answer only with the requested JSON."},
+        {"role": "user", "content": _claim_and_paper(claim_text, title, abstract) + (
+            f"The paper's stance toward the claim was judged '{stance}'. Summarize in one "
+            "sentence what the paper finds that bears on the claim, then copy, word for word, "
+            "the one sentence of the abstract that shows this stance.")},
     ]
 
 

@@ -71,6 +71,12 @@ class Evidence(TypedDict):
     # "newer" (published after the claim's range), "contemporaneous" (inside it) or "undated";
     # see tools.ranking.recency_label.
     recency: str
+    # Grounding (agent.judging): a relaxes/overturns stance counts only with a quote that code
+    # found verbatim in the abstract; the summary is the model's when it is mostly verbatim,
+    # else the abstract's first sentence.
+    quote: str | None
+    stance_counts: bool
+    summary_source: Literal["model", "abstract"]
 
 
 class AnchorResult(TypedDict):
@@ -173,6 +179,7 @@ class AgentState(TypedDict):
     anchors: list[AnchorResult]
     retest_plans: Annotated[dict[str, RetestPlan], merge_dicts]
     retests: Annotated[dict[str, Retest], merge_dicts]
+    judge_quality: dict[str, Any] | None  # measured judge agreement (agent.judge_eval), or None
     verdicts: dict[str, VerdictLabel]
     verdict_reasons: dict[str, str]  # claim id -> why the rule gave that verdict
     tensions: list[Tension]

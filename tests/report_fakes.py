@@ -48,7 +48,8 @@ class FakeLLM:
             low = abstract.lower()
             stance = ("overturns" if "contradict" in low else
                       "supports" if "confirm" in low else "relaxes")
-            return schema(summary=" ".join(abstract.split()[:25])[:290], stance=stance)
+            return schema(summary=" ".join(abstract.split()[:25])[:290], stance=stance,
+                          quote=" ".join(abstract.split()[:12]))
         if name == "PlannedQueries":
             return schema(queries=["fine-tuning memorization novel items"])
         if name == "RecipeChoice":

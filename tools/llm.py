@@ -154,30 +154,27 @@ class LLMClient:
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
             raise ServiceError(f"cannot tokenize at {root}: {exc}") from None
 
-    def continuation_logprobs(self, prompts: list[list[int]], starts: list[int], *,
-                              batch: int = 16) -> list[float]:
-        """Return, per token-id prompt, the summed log-prob of its tokens from ``starts[i]`` on.
+    def next_token_logprobs(self, prompts: list[list[int]], *, top: int = 20,
+                            batch: int = 8) -> list[dict[int, float]]:
+        """Return, per token-id prompt, the ``top`` most likely next tokens' log-probs by id.
 
-        One completions request carries ``batch`` prompts; vLLM returns each prompt token's
-        log-prob (``prompt_logprobs``), so scoring a label costs no generation.
+        One forward pass per prompt and no generation beyond one token; ``batch`` prompts go in
+        one completions request. (Prompt log-probs would score longer continuations exactly, but
+        cost a full-vocabulary softmax at every prompt position: far slower on CPUs.)
         """
-        out: list[float] = []
+        out: list[dict[int, float]] = []
         for first in range(0, len(prompts), batch):
             chunk = prompts[first:first + batch]
             try:
                 response = self.client.completions.create(
                     model=self.model, prompt=chunk, max_tokens=1, temperature=0.0,
-                    extra_body={"prompt_logprobs": 0})
+                    logprobs=top, extra_body={"return_tokens_as_token_ids": True})
             except openai.OpenAIError as exc:
                 raise ServiceError(f"LLM server at {self.base_url} failed: {exc}") from None
             self.usage.add(response.usage)
             for choice in sorted(response.choices, key=lambda c: c.index):
-                ids, start = chunk[choice.index], starts[first + choice.index]
-                rows = (choice.model_extra or {}).get("prompt_logprobs") or []
-                if len(rows) != len(ids):
-                    raise ServiceError(f"{self.model} returned no prompt log-probs")
-                out.append(sum(float(rows[i][str(ids[i])]["logprob"])
-                               for i in range(start, len(ids))))
+                tops = (choice.logprobs.top_logprobs or [{}])[0] if choice.logprobs else {}
+                out.append({int(k.rsplit(":", 1)[-1]): float(v) for k, v in tops.items()})
         return out
 
     def _create(self, messages: list[Message], *, max_tokens: int, **extra: Any) -> Any:
