@@ -14,6 +14,7 @@ import calendar
 import logging
 import re
 from datetime import date
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -43,7 +44,9 @@ _TASK_HEADING = re.compile(r"^\s*(?:#+\s*)?(?:your\s+)?tasks?\b.*:?\s*$", re.IGN
 _ANCHOR_HEADING = re.compile(r"anchor|references?\b|papers?\s*(?:\(|:)", re.IGNORECASE)
 # Bounds on what one prompt may hold: a research prompt is a page, not a corpus. Past these the
 # run would take hours (every claim costs LLM calls), so refuse with one clear line instead.
-MAX_PROMPT_CHARS = 2_000_000
+# The one size limit of a research prompt, wherever it comes from (file, scheduler, app upload or
+# paste). A real prompt is a few KB; 256 KiB leaves room for pasted notes and refuses a data dump.
+MAX_PROMPT_BYTES = 256 * 1024
 MAX_CLAIMS = 200
 
 
@@ -134,6 +137,45 @@ def _question(lines: list[str]) -> str:
     return next((_clean(line) for line in lines if line.strip()), "")
 
 
+def decode_prompt(data: bytes, source: str) -> str:
+    """Return prompt bytes from ``source`` (a path or "upload") as text, or raise BadInputError.
+
+    The one reading rule: at most :data:`MAX_PROMPT_BYTES`, UTF-8, no NUL bytes, not blank.
+    """
+    if len(data) > MAX_PROMPT_BYTES:
+        raise BadInputError(f"prompt {source} is too large ({len(data):,} bytes; a research "
+                            f"prompt holds at most {MAX_PROMPT_BYTES:,})")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(f"prompt {source} is not UTF-8 text") from None
+    if "\x00" in text:
+        raise BadInputError(f"prompt {source} is not text (it contains NUL bytes)")
+    if not text.strip():
+        raise BadInputError(f"prompt {source} is empty")
+    return text
+
+
+def read_prompt_file(path: Path) -> str:
+    """Read the research prompt at ``path`` under :func:`decode_prompt`'s rule.
+
+    The size is checked before reading, so a 50 MB file is refused without loading it.
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_PROMPT_BYTES:
+            raise BadInputError(f"prompt file {path} is too large ({size:,} bytes; a research "
+                                f"prompt holds at most {MAX_PROMPT_BYTES:,})")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise BadInputError(f"prompt file not found: {path}") from None
+    except IsADirectoryError:
+        raise BadInputError(f"prompt file {path} is a directory") from None
+    except OSError as exc:
+        raise BadInputError(f"cannot read prompt file {path}: {exc.strerror}") from None
+    return decode_prompt(data, f"file {path}")
+
+
 def parse_prompt(text: str) -> Brief:
     """Parse a research prompt into a Brief; raise BadInputError when it is empty or not text.
 
@@ -143,9 +185,9 @@ def parse_prompt(text: str) -> Brief:
         raise BadInputError("the research prompt is empty")
     if "\x00" in text:
         raise BadInputError("the research prompt is not text (it contains NUL bytes)")
-    if len(text) > MAX_PROMPT_CHARS:
-        raise BadInputError(f"the research prompt is too long ({len(text):,} characters; "
-                            f"at most {MAX_PROMPT_CHARS:,})")
+    if len(text.encode("utf-8")) > MAX_PROMPT_BYTES:
+        raise BadInputError(f"the research prompt is too large ({len(text.encode('utf-8')):,} "
+                            f"bytes; at most {MAX_PROMPT_BYTES:,})")
     lines = _logical_lines(text)
     claims: list[Claim] = []
     anchors: list[Anchor] = []

@@ -28,6 +28,7 @@ from typing import Any
 
 from agent.changes import diff_reports, verdicts_changed
 from agent.history import ReportHistory, parse_time
+from agent.parse import read_prompt_file
 from core.duration import parse_duration as parse_duration  # re-exported (--every)
 from core.errors import EXIT_FAILURE, EXIT_LOCKED, BadInputError, LockedError, RetestError
 from core.fsutil import atomic_write_json
@@ -143,16 +144,7 @@ class Scheduler:
 
     def read_prompt(self) -> str:
         """Read the prompt file afresh (a user may edit it between runs)."""
-        try:
-            text = self.config.prompt_file.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise BadInputError(f"prompt file not found: {self.config.prompt_file}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInputError(f"cannot read prompt file {self.config.prompt_file}: "
-                                f"{exc}") from None
-        if not text.strip():
-            raise BadInputError(f"prompt file is empty: {self.config.prompt_file}")
-        return text
+        return read_prompt_file(self.config.prompt_file)
 
     def out_root(self, sha: str) -> Path:
         """Return the folder that receives one sub-folder per run."""

@@ -11,26 +11,19 @@ from typing import Any
 
 import streamlit as st
 
-from agent.parse import parse_prompt
+from agent.parse import MAX_PROMPT_BYTES, decode_prompt, parse_prompt
 from app_pages import resources
 from app_pages.background import BackgroundRun
 from app_pages.render import escape_md, md_cell
-from core.errors import RetestError
-
-MAX_PROMPT_BYTES = 64 * 1024
+from core.errors import BadInputError, RetestError
 
 
 def prompt_from_upload(data: bytes) -> str:
-    """Return the uploaded bytes as text; raise ValueError when too large or not UTF-8 text."""
-    if len(data) > MAX_PROMPT_BYTES:
-        raise ValueError(f"the file is larger than {MAX_PROMPT_BYTES // 1024} KiB")
+    """Return the uploaded bytes as text under the one prompt rule; raise ValueError if not."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError("the file is not UTF-8 text") from None
-    if "\x00" in text:
-        raise ValueError("the file is not text")
-    return text
+        return decode_prompt(data, "upload")
+    except BadInputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _show_brief(brief: dict[str, Any]) -> None:
@@ -90,8 +83,9 @@ def render() -> None:
             del st.query_params["run"]
             st.rerun()
         return
-    upload = st.file_uploader("Upload a prompt (.txt/.md, up to 64 KiB)", type=["txt", "md"],
-                              key="prompt_upload")
+    upload = st.file_uploader(
+        f"Upload a prompt (.txt/.md, up to {MAX_PROMPT_BYTES // 1024} KiB)", type=["txt", "md"],
+        key="prompt_upload")
     text = st.text_area("…or paste it", height=240, max_chars=MAX_PROMPT_BYTES,
                         key="prompt_text")
     if upload is not None:

@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from agent.parse import MAX_PROMPT_BYTES  # noqa: E402
 from app_pages.render import escape_md, linked_answer  # noqa: E402
-from app_pages.retest import MAX_PROMPT_BYTES, prompt_from_upload  # noqa: E402
+from app_pages.retest import prompt_from_upload  # noqa: E402
 
 APP = str(REPO / "app.py")
 CORPUS = "arxiv/arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz"
@@ -52,7 +53,7 @@ def test_linked_answer_links_only_cited_ids():
 
 def test_uploads_are_size_limited_and_must_be_text():
     assert prompt_from_upload("• claim one two (2024)".encode()) .startswith("•")
-    with pytest.raises(ValueError, match="larger"):
+    with pytest.raises(ValueError, match="too large"):
         prompt_from_upload(b"x" * (MAX_PROMPT_BYTES + 1))
     with pytest.raises(ValueError, match="UTF-8"):
         prompt_from_upload(b"\xff\xfe\x00bin")

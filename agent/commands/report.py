@@ -10,28 +10,8 @@ import typer
 from agent.commands.common import settings_from_flags
 from agent.nodes.context import ProgressEvent, ReportOptions
 from agent.nodes.retest_budget import DEFAULT_BUDGET, parse_budget
-from agent.parse import parse_prompt
+from agent.parse import parse_prompt, read_prompt_file
 from core.errors import EXIT_DEGRADED, BadInputError
-
-
-def _read_prompt(path: Path) -> str:
-    from agent.parse import MAX_PROMPT_CHARS
-
-    try:
-        # Check the size first: reading a 50 MB file only to refuse it wastes memory.
-        size = path.stat().st_size
-        if size > 4 * MAX_PROMPT_CHARS:  # UTF-8 needs at most 4 bytes a character
-            raise BadInputError(f"prompt file {path} is too large ({size:,} bytes; a research "
-                                f"prompt holds at most {MAX_PROMPT_CHARS:,} characters)")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise BadInputError(f"prompt file not found: {path}") from None
-    except OSError as exc:
-        raise BadInputError(f"cannot read prompt file {path}: {exc.strerror}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInputError(f"prompt file {path} is not UTF-8 text") from None
 
 
 def _show(event: ProgressEvent) -> None:
@@ -66,7 +46,7 @@ def report(
     budget_s = parse_budget(retest_budget)  # a bad value is one line and exit 2, before any run
     if corpus is not None and not corpus.is_file():
         raise BadInputError(f"corpus file not found: {corpus}")
-    text = _read_prompt(prompt_file)
+    text = read_prompt_file(prompt_file)
     parse_prompt(text)  # an empty or binary prompt fails here, before any output
     settings = settings_from_flags(offline=offline, corpus=corpus)
     if resume is not None and not checkpoint_exists(settings, resume):
