@@ -38,10 +38,13 @@ MIN_FIT = 1.0  # at least one claim kind's worth of terms found in the claim
 CANDIDATE_RATIO = 0.8  # the model may pick among controlled recipes scoring >= 80% of the best
 DESCRIPTION_WEIGHT = 0.25  # a description term counts a quarter of a claim-kind term
 
-# Per-unit costs on 2 CPU cores (measured; see docs/finetune.md). A LoRA SFT step at batch 8:
-# finetune_dose_response trains 3 models x 60 steps and answers 4 x 60 items in ~10 min.
+# Per-unit costs on 2 quiet CPU cores (measured; docs/finetune.md). A LoRA SFT step at batch 8,
+# model loading included: finetune_dose_response trains 3 models x 60 steps (143 s each) and
+# answers 4 x 60 items in 10 min 4 s (estimate: 10.6 min).
 TRAIN_STEP_S = 3.0
-DPO_STEP_FACTOR = 2.5  # a DPO step runs policy and reference on chosen and rejected replies
+# A DPO step runs policy and reference on chosen and rejected replies: 278 s for 30 DPO steps vs
+# 79 s for 30 SFT steps in finetune_sft_vs_dpo (7 min 51 s in all; estimate: 8.3 min).
+DPO_STEP_FACTOR = 3.5
 GENERATE_S = 0.1  # one short answer, batched: self_verification_gap, 120 answers + 120 verdicts
 LOGLIK_S = 0.05  # one multiple-choice log-likelihood scoring
 MODEL_START_S = 20.0  # serving one model (or adapter) for an evaluation
