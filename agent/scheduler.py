@@ -9,7 +9,6 @@ id and folder) by the next scheduler start.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any
 
 from agent.changes import diff_reports, verdicts_changed
 from agent.history import ReportHistory, parse_time
+from agent.parse import prompt_sha256 as prompt_sha256  # re-exported
 from agent.parse import read_prompt_file
 from core.duration import parse_duration as parse_duration  # re-exported (--every)
 from core.errors import EXIT_FAILURE, EXIT_LOCKED, BadInputError, LockedError, RetestError
@@ -43,10 +43,6 @@ EXIT_INTERRUPTED = 130  # what the CLI answers to Ctrl-C, too
 
 RunReport = Callable[..., Any]
 
-
-def prompt_sha256(text: str) -> str:
-    """Return the sha256 of a research prompt's text (the key of its report history)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def parse_notify(command: str | None) -> list[str] | None:
