@@ -11,6 +11,7 @@ whose words actually occur in the prompt.
 from __future__ import annotations
 
 import calendar
+import hashlib
 import logging
 import re
 from datetime import date
@@ -135,6 +136,11 @@ def _question(lines: list[str]) -> str:
         if line.strip().endswith("?") and not _BULLET.match(line):
             return _clean(line)
     return next((_clean(line) for line in lines if line.strip()), "")
+
+
+def prompt_sha256(text: str) -> str:
+    """Return the sha256 of a research prompt's text: its identity in report.json and history."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def decode_prompt(data: bytes, source: str) -> str:

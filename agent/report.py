@@ -7,12 +7,12 @@ pass through the grounding filter. The markdown gets a final grounding pass over
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import UTC, datetime
 from typing import Any
 
 from agent.grounding import ground_markdown, strip_ungrounded
+from agent.parse import prompt_sha256
 from agent.nodes.synthesis import MIN_COUNTED_EVIDENCE, judge_trust, stance_counts
 from agent.retest_report import budget_json, budget_line, retest_json, retest_lines, verdict_word
 from agent.state import AgentState, Evidence
@@ -24,10 +24,6 @@ EMBEDDED_WARNING = (
     "model).")
 _EMBEDDED_MARKERS = ("smollm2-135m", "gemma-3-270m")
 
-
-def prompt_sha256(prompt_text: str) -> str:
-    """Hash identifying a prompt across runs (the history keys on it)."""
-    return hashlib.sha256(prompt_text.encode("utf-8")).hexdigest()
 
 
 def is_embedded_model(model: str) -> bool:

@@ -29,8 +29,8 @@ from pydantic import BaseModel, Field
 from agent.history import ReportHistory
 from agent.judgement_cache import incremental_since
 from agent.nodes.context import RunContext
+from agent.parse import prompt_sha256
 from agent.prompts import query_plan_messages
-from agent.report import prompt_sha256
 from agent.state import AgentState, Brief, Claim, PaperRecord, PlanTask
 from core.errors import RetestError
 from tools.arxiv_source import ArxivSource, ArxivUnavailable
