@@ -14,7 +14,14 @@ from typing import Any
 from agent.grounding import ground_markdown, strip_ungrounded
 from agent.parse import prompt_sha256
 from agent.nodes.synthesis import MIN_COUNTED_EVIDENCE, judge_trust, stance_counts
-from agent.retest_report import budget_json, budget_line, retest_json, retest_lines, verdict_word
+from agent.retest_report import (
+    budget_json,
+    budget_line,
+    drop_repeated_lines,
+    retest_json,
+    retest_lines,
+    verdict_word,
+)
 from agent.state import AgentState, Evidence
 from evals.dispatch import render_any_summary
 
@@ -179,7 +186,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if c["retest"]:
             lines += retest_lines(c["id"], c["retest"], _cell)
             if c["retest"]["summary"]:
-                lines += [*retest_summary_lines(c["retest"]["summary"]), ""]
+                lines += [*drop_repeated_lines(retest_summary_lines(c["retest"]["summary"])), ""]
         elif c.get("retest_note"):
             lines += [f"Re-test: {c['retest_note']}", ""]
     lines += ["## Tensions (recent work)", ""]

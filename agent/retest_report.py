@@ -110,3 +110,23 @@ def retest_lines(claim_id: str, retest: dict[str, Any], cell: Any) -> list[str]:
     for plot in retest.get("plots") or []:
         lines += [f"![{plot.rsplit('/', 1)[-1]}]({plot})", ""]
     return lines
+
+
+# Lines of a recipe's own summary that the block above already says (design, role).
+_SAID_ABOVE = ("Design: ", "Controlled comparison: ", "Descriptive only: ")
+
+
+def drop_repeated_lines(summary_lines: list[str]) -> list[str]:
+    """Drop the summary's design and role lines (and the blank after each): said above it."""
+    out: list[str] = []
+    skip_blank = False
+    for line in summary_lines:
+        if line.startswith(_SAID_ABOVE):
+            skip_blank = True
+            continue
+        if skip_blank and not line.strip():
+            skip_blank = False
+            continue
+        skip_blank = False
+        out.append(line)
+    return out

@@ -221,3 +221,11 @@ def test_cli_refuses_a_bad_budget_in_one_line_with_exit_2(budget, tmp_path, caps
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "--retest-budget" in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_summary_lines_said_in_the_claim_block_are_not_repeated():
+    from agent.retest_report import drop_repeated_lines
+
+    lines = ["Design: SFT on planted items", "", "Controlled comparison: it may decide a verdict.",
+             "", "supports_claim: **True**.", "", "| dose | acc |"]
+    assert drop_repeated_lines(lines) == ["supports_claim: **True**.", "", "| dose | acc |"]
