@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.grounding import ground_markdown, strip_ungrounded
-from agent.parse import prompt_sha256
 from agent.nodes.synthesis import MIN_COUNTED_EVIDENCE, judge_trust, stance_counts
+from agent.parse import prompt_sha256
 from agent.retest_report import (
     budget_json,
     budget_line,
@@ -268,11 +268,14 @@ def _evidence_line(e: dict[str, Any]) -> str:
         counting = ", counts"
     else:
         counting = ", does not count (no verified quote)"
+    summary = _cell(e["summary"]).rstrip()
+    if e.get("quote") and summary and summary[-1] not in ".!?":
+        summary += "."  # the quote starts a new sentence
     quote = f" Quote: \"{_cell(e['quote'])}\"" if e.get("quote") else ""
     recency = f", {e['recency']}" if e.get("recency") else ""
     return (f"- [arXiv:{e['arxiv_id']}](https://arxiv.org/abs/{e['arxiv_id']}) "
             f"*{_cell(e['title'])}* ({e['published']}{recency}), **{e['stance']}**{counting}: "
-            f"{_cell(e['summary'])}{quote}")
+            f"{summary}{quote}")
 
 
 def retest_summary_lines(summary: dict[str, Any]) -> list[str]:
