@@ -118,3 +118,14 @@ def test_no_private_names_imported_from_another_module() -> None:
              for m, imports in GRAPH.items() for target, name, line in imports
              if name and name.startswith("_") and not name.startswith("__") and target != m]
     assert not wrong, "\n".join(wrong)
+
+
+def test_no_code_after_return_or_raise() -> None:
+    dead = []
+    for module, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            body = getattr(node, "body", None)
+            if isinstance(body, list):
+                dead += [f"{module}:{stmt.lineno}" for stmt in body[:-1]
+                         if isinstance(stmt, ast.Return | ast.Raise | ast.Continue | ast.Break)]
+    assert not dead, dead

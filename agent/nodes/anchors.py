@@ -13,7 +13,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from agent.nodes.context import RunContext
-from agent.nodes.search import _open_store, to_record
+from agent.nodes.search import open_store, to_record
 from agent.state import AgentState, Anchor, AnchorResult
 from core.errors import RetestError
 from core.settings import Settings
@@ -33,7 +33,7 @@ def resolve_anchors(state: AgentState, runtime: Runtime[RunContext]) -> dict[str
     # The retrieve node already scanned the corpus for the anchors: do not let the resolver scan
     # it again per anchor (seconds each); it still checks the arXiv cache, store and live API.
     settings = ctx.settings.model_copy(update={"corpus": None})
-    store = _open_store(ctx)
+    store = open_store(ctx)
     results: list[AnchorResult] = []
     papers: dict[str, Any] = {}
     degraded: list[str] = []

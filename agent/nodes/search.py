@@ -141,7 +141,8 @@ def claim_queries(claim: Claim, planned: list[str], brief: Brief) -> list[Weight
     return out
 
 
-def _open_store(ctx: RunContext) -> PaperStore | None:
+def open_store(ctx: RunContext) -> PaperStore | None:
+    """Open the run's paper store, or return None (logged) when it cannot be opened."""
     try:
         return PaperStore(ctx.settings)
     except RetestError as exc:
@@ -223,7 +224,7 @@ def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     planned = state.get("queries", {})
     opts = ctx.options
     degraded: list[str] = []
-    store = _open_store(ctx)
+    store = open_store(ctx)
     retriever = _retriever(ctx, store)
     live: dict[str, list[Paper]] = {}
     if not ctx.settings.offline:
