@@ -37,7 +37,8 @@ def paper_store(current: Settings) -> Any:
 def _llm(base_url: str, model: str, data_dir: str) -> Any:
     from tools.llm import make_llm
 
-    return make_llm(load_settings(data_dir=data_dir))
+    # Started on purpose: the server outlives a page rerun and stops once idle.
+    return make_llm(load_settings(data_dir=data_dir), server_purpose="detached")
 
 
 def llm(current: Settings) -> Any:

@@ -67,6 +67,9 @@ class EmbeddedServerSettings(_Strict):
     max_model_len: int = Field(default=4096, ge=256)
     start_timeout_s: float = Field(default=600.0, gt=0)
     enforce_eager: bool = True
+    # A server started on purpose (serve-llm --detach, the app) stops after this many seconds
+    # without a request or a command using it; 0 keeps it until `serve-llm --stop`.
+    idle_stop_s: float = Field(default=900.0, ge=0)
 
 
 class ArxivSettings(_Strict):

@@ -9,6 +9,7 @@ the embedded server's client is given).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import ServiceError
 from core.settings import Settings
+from tools.server_lifecycle import Purpose
 from tools.transport import Endpoint
 
 log = logging.getLogger(__name__)
@@ -190,13 +192,15 @@ class LLMClient:
         return response
 
 
-def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
+def make_llm(settings: Settings, *, model: str | None = None,
+             server_purpose: Purpose = "implicit") -> LLMClient:
     """Build the project's chat client from settings.
 
     With ``llm.base_url`` empty, start (or reuse) the embedded vLLM server and talk to it; a
     crashed embedded server is restarted when a call fails. Otherwise use the configured endpoint
     and model as given (never restarted, never redirected); ``model`` overrides the configured
-    model name.
+    model name. ``server_purpose`` "detached" (the app) keeps the embedded server until it idles
+    instead of stopping it when this process exits.
     """
     llm = settings.llm
     restart = None
@@ -209,9 +213,9 @@ def make_llm(settings: Settings, *, model: str | None = None) -> LLMClient:
         from tools.vllm_server import EmbeddedServer
 
         server = EmbeddedServer(settings, model or settings.server.model)
-        base_url = server.ensure_running()
+        base_url = server.ensure_running(server_purpose)
         served = server.served_name
-        restart = server.ensure_running
+        restart = functools.partial(server.ensure_running, server_purpose)
     endpoint = Endpoint(base_url, api_key=llm.api_key.get_secret_value(),
                         timeout_s=llm.timeout_s, max_retries=llm.max_retries, restart=restart,
                         name=f"LLM server ({served})")

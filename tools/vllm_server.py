@@ -5,10 +5,16 @@ serving a converted model folder (see :mod:`tools.embedded_models`). Its pid, po
 recorded in ``<data_dir>/servers/<model>.json`` so every command reuses one server; a stale record
 (dead pid, or a pid that is no longer our vLLM) is detected and the server restarted. A file lock
 serializes starts, so two commands never launch two servers for the same model.
+
+A server does not outlive its use (see :mod:`tools.server_lifecycle`): each process using it
+registers itself; one a command started implicitly stops when its last user exits, and one
+started on purpose (``serve-llm --detach``, the app) after ``server.idle_stop_s`` idle seconds.
+A watchdog process started beside the server applies those rules even to a SIGKILLed user.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import logging
@@ -27,6 +33,7 @@ from core.errors import ServiceError
 from core.lock import FileLock
 from core.settings import Settings
 from tools.embedded_models import EmbeddedModel, get_embedded_model, prepare_model
+from tools.server_lifecycle import Purpose, ServerUsers
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,8 @@ class ServerRecord:
     served_name: str
     log_path: str
     started_at: float
+    mode: str = "implicit"  # or "detached": started on purpose, stops when idle
+    idle_stop_s: float = 0.0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -111,6 +120,8 @@ class EmbeddedServer:
         self.state_dir = settings.data_dir / "servers"
         self.record_path = self.state_dir / f"{self.model.key}.json"
         self.log_path = self.state_dir / f"{self.model.key}.log"
+        self.users = ServerUsers(self.state_dir / f"{self.model.key}.users")
+        self._exit_hook = False
 
     @property
     def served_name(self) -> str:
@@ -126,20 +137,46 @@ class EmbeddedServer:
             return record
         return None
 
-    def ensure_running(self) -> str:
-        """Return the base URL (ending in ``/v1``) of a live server, starting one if needed."""
+    def ensure_running(self, purpose: Purpose = "implicit") -> str:
+        """Return the base URL (ending in ``/v1``) of a live server, starting one if needed.
+
+        This process is registered as a user for ``purpose``: "implicit" (a command that needs
+        the model; the server stops when its last implicit user exits) or "detached" (started
+        on purpose; it then stops after ``server.idle_stop_s`` idle seconds).
+        """
+        self._register(purpose)
         record = self.running()
-        if record is not None:
-            return record.base_url
-        with self._start_lock():
-            record = self.running()  # another process may have started it meanwhile
-            if record is not None:
-                return record.base_url
-            stale = self._read_record()
-            if stale is not None:
-                log.warning("embedded server record for %s is stale; restarting", self.model.key)
-                self._terminate(stale.pid)
-            return self._start().base_url
+        if record is None:
+            with self._start_lock():
+                record = self.running()  # another process may have started it meanwhile
+                if record is None:
+                    stale = self._read_record()
+                    if stale is not None:
+                        log.warning("embedded server record for %s is stale; restarting",
+                                    self.model.key)
+                        self._terminate(stale.pid)
+                    record = self._start(purpose)
+        if purpose == "detached" and record.mode != "detached":
+            # Asked for on purpose while a command had it: keep it until it idles.
+            record.mode, record.idle_stop_s = "detached", self.settings.server.idle_stop_s
+            self._write_record(record)
+        return record.base_url
+
+    def _register(self, purpose: Purpose) -> None:
+        self.users.register(purpose)
+        if not self._exit_hook:
+            self._exit_hook = True
+            atexit.register(self.release)
+
+    def release(self) -> None:
+        """Unregister this process; stop an implicit server that no other live process uses."""
+        self.users.unregister()
+        record = self._read_record()
+        if record is None or record.mode != "implicit":
+            return
+        if self.users.live_implicit(excluding=os.getpid()) == 0:
+            log.info("stopping the embedded %s server (its last user is done)", self.model.key)
+            self.stop()
 
     def stop(self) -> bool:
         """Stop the recorded server by pid; return whether one was running."""
@@ -152,7 +189,7 @@ class EmbeddedServer:
         self.record_path.unlink(missing_ok=True)
         return was_running
 
-    def _start(self) -> ServerRecord:
+    def _start(self, purpose: Purpose) -> ServerRecord:
         cfg = self.settings.server
         folder = self.folder or prepare_model(self.settings.resolved_models_dir, self.model.key)
         port = cfg.port or free_port(cfg.host)
@@ -183,13 +220,26 @@ class EmbeddedServer:
                     f"start-up; last log line: {self._last_log_line()}")
             if server_answers(base_url, timeout_s=2.0):
                 record = ServerRecord(process.pid, port, base_url, self.model.key,
-                                      self.model.served_name, str(self.log_path), time.time())
+                                      self.model.served_name, str(self.log_path), time.time(),
+                                      mode=purpose,
+                                      idle_stop_s=self.settings.server.idle_stop_s)
                 self._write_record(record)
+                self._start_watchdog()
                 return record
             time.sleep(1.0)
         self._terminate(process.pid)
         raise ServiceError(f"vLLM for {self.model.key} not ready after {cfg.start_timeout_s:.0f} s;"
                            f" see {self.log_path}")
+
+    def _start_watchdog(self) -> None:
+        # Its own session, so it outlives the command that started the server; it exits when
+        # it has stopped the server or the server is gone.
+        with self.log_path.open("ab") as log_file:
+            subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+                [sys.executable, "-m", "tools.server_lifecycle", str(self.record_path),
+                 str(self.users.folder)],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=str(Path(__file__).resolve().parents[1]))
 
     def _server_env(self) -> dict[str, str]:
         env = dict(os.environ)

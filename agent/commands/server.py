@@ -27,7 +27,9 @@ def serve_llm(
         stopped = server.stop()
         typer.echo(f"stopped {server.model.key}" if stopped else f"{server.model.key} not running")
         return
-    base_url = server.ensure_running()
+    # --detach: started on purpose, it stops after server.idle_stop_s idle seconds; in the
+    # foreground this command is its user and Ctrl-C stops it.
+    base_url = server.ensure_running("detached" if detach else "implicit")
     record = server.running()
     typer.echo(f"serving {server.served_name} (pid {record.pid if record else '?'})")
     typer.echo(base_url)
