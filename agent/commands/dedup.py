@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import redis
 import typer
 
 from agent.commands.common import print_json
-from core.errors import BadInputError
+from core.errors import BadInputError, ServiceError
 from evals.datasets import read_jsonl
-from evals.dedup import label_test_items
+from evals.dedup import DedupResult, label_test_items
+from evals.dedup.lsh_store import DEFAULT_BATCH, RedisLSHStore, label_streaming
 
 # Tried in order when --field is not given: GSM8K, OpenAI-evals/BIG-bench, generic.
 TEXT_FIELDS = ("question", "input", "prompt", "text")
@@ -33,7 +37,14 @@ def read_texts(path: Path, field: str | None) -> list[str]:
 
     Raises BadInputError naming the file and line when a line lacks the field or is not JSON.
     """
-    texts: list[str] = []
+    texts = list(iter_texts(path, field))
+    if not texts:
+        raise BadInputError(f"{path}: no items")
+    return texts
+
+
+def iter_texts(path: Path, field: str | None) -> Iterator[str]:
+    """Stream the texts :func:`read_texts` returns, one line at a time (same errors)."""
     chosen = field
     for line_no, obj in read_jsonl(path):
         if chosen is None:
@@ -44,10 +55,39 @@ def read_texts(path: Path, field: str | None) -> list[str]:
         text = _as_text(obj.get(chosen))
         if text is None:
             raise BadInputError(f"{path}:{line_no}: field {chosen!r} is missing or not text")
-        texts.append(text)
-    if not texts:
-        raise BadInputError(f"{path}: no items")
-    return texts
+        yield text
+
+
+def index_name(train: Path, field: str | None, params: dict[str, Any]) -> str:
+    """Name a Redis LSH index by the training file's bytes and every parameter that shapes it."""
+    digest = hashlib.sha256(repr((field, sorted(params.items()))).encode())
+    try:
+        with train.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise BadInputError(f"{train}: cannot read: {exc.strerror}") from None
+    return digest.hexdigest()[:24]
+
+
+def _label_with_redis(train: Path, test_texts: list[str], field: str | None, url: str,
+                      processes: int, batch_size: int, **params: Any) -> DedupResult:
+    """Run the streaming, Redis-indexed path; bad URL is exit 2, an unreachable server one line."""
+    try:
+        store = RedisLSHStore.from_url(url)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    if next(iter_texts(train, field), None) is None:  # fail before touching Redis
+        raise BadInputError(f"{train}: no items")
+    name = index_name(train, field, {k: params[k] for k in
+                                     ("shingle", "n", "mask_numbers", "num_perm", "threshold")})
+    try:
+        return label_streaming(lambda: iter_texts(train, field), test_texts, store=store,
+                               index_name=name, processes=processes, batch_size=batch_size,
+                               **params)
+    except redis.RedisError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ServiceError(f"LSH store {store.describe()}: {reason}") from None
 
 
 def dedup(
@@ -62,6 +102,13 @@ def dedup(
     mask_numbers: bool = typer.Option(False, "--mask-numbers",
                                       help="Treat all numbers as equal."),
     num_perm: int = typer.Option(128, "--num-perm", help="MinHash permutations."),
+    lsh_store: str = typer.Option(None, "--lsh-store", help=(
+        "redis://HOST:PORT/DB: keep the LSH index in Redis and stream TRAIN (bounded memory; "
+        "a finished index of the same TRAIN and settings is reused).")),
+    processes: int = typer.Option(1, "--processes", min=1,
+                                  help="Worker processes for TRAIN's signatures (--lsh-store)."),
+    batch_size: int = typer.Option(DEFAULT_BATCH, "--batch-size", min=1,
+                                   help="TRAIN items read and signed at a time (--lsh-store)."),
 ) -> None:
     """Label each TEST item repeated (a TRAIN item within the Jaccard threshold) or novel."""
     if not 0.0 < threshold <= 1.0:
@@ -70,11 +117,17 @@ def dedup(
         raise BadInputError(f"--shingle must be 'word' or 'char', got {shingle!r}")
     if n < 1 or num_perm < 2:
         raise BadInputError("--ngram must be >= 1 and --num-perm >= 2")
-    train_texts = read_texts(train, field)
-    test_texts = read_texts(test, field)
-    result = label_test_items(train_texts, test_texts, threshold=threshold, num_perm=num_perm,
-                              shingle=shingle,  # type: ignore[arg-type]
-                              n=n, mask_numbers=mask_numbers)
+    if lsh_store is not None:
+        test_texts = read_texts(test, field)
+        result = _label_with_redis(train, test_texts, field, lsh_store, processes, batch_size,
+                                   threshold=threshold, num_perm=num_perm, shingle=shingle, n=n,
+                                   mask_numbers=mask_numbers)
+    else:
+        train_texts = read_texts(train, field)
+        test_texts = read_texts(test, field)
+        result = label_test_items(train_texts, test_texts, threshold=threshold,
+                                  num_perm=num_perm, shingle=shingle,  # type: ignore[arg-type]
+                                  n=n, mask_numbers=mask_numbers)
     summary = result.summary | {"train": str(train), "test": str(test)}
     if as_json:
         print_json({
