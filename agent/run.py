@@ -1,6 +1,7 @@
 """Run the report agent end to end: the one entry point for the CLI, the app and the scheduler.
 
-``run_report`` compiles the graph with a SQLite checkpointer in the data directory and runs it
+``run_report`` compiles the graph with the checkpointer settings choose (SQLite in the data
+directory, or PostgreSQL: :mod:`agent.checkpoints`) and runs it
 under a thread id equal to the run id, so a killed run continues with the same id (finished
 nodes, LLM calls and evaluations are not redone). It then writes report.md, report.json and
 references.bib (atomically), records the run in the history and, when an earlier report of the
@@ -10,7 +11,6 @@ same prompt exists, writes changes.md and a ``changes`` block.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.sqlite import SqliteSaver
-
 from agent.changes import diff_reports, render_changes_md
+from agent.checkpoints import open_checkpointer, run_lock
 from agent.graph import build_graph
 from agent.history import ReportHistory
 from agent.nodes.context import ProgressEvent, ReportOptions, RunContext
@@ -28,13 +27,9 @@ from agent.parse import parse_prompt
 from agent.report import render_bibtex, render_markdown
 from core.errors import EXIT_DEGRADED, EXIT_OK, BadInputError, RetestError
 from core.fsutil import atomic_write_files, json_text, storage_errors
-from core.lock import RunLock
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FILE = "checkpoints.sqlite"
-
 
 @dataclass
 class ReportOutcome:
@@ -50,15 +45,6 @@ class ReportOutcome:
 def new_run_id() -> str:
     """Return a short, unique run id."""
     return uuid.uuid4().hex[:12]
-
-
-def checkpoint_exists(settings: Settings, run_id: str) -> bool:
-    """Tell whether the data directory holds a checkpoint for ``run_id``."""
-    path = Path(settings.data_dir) / CHECKPOINT_FILE
-    if not path.is_file():
-        return False
-    with storage_errors(path), SqliteSaver.from_conn_string(str(path)) as saver:
-        return saver.get_tuple({"configurable": {"thread_id": run_id}}) is not None
 
 
 def run_report(prompt_text: str, settings: Settings, out_dir: Path, *, run_id: str | None = None,
@@ -82,25 +68,22 @@ def run_report(prompt_text: str, settings: Settings, out_dir: Path, *, run_id: s
     config: dict[str, Any] = {"configurable": {"thread_id": run_id}, "max_concurrency": 8,
                               "recursion_limit": 200}
     # A full or read-only data directory (checkpoints, caches) becomes one line naming it; the
-    # lock creates the directory.
-    with storage_errors(data_dir), RunLock(data_dir):
-        conn = sqlite3.connect(data_dir / CHECKPOINT_FILE, check_same_thread=False, timeout=30)
-        try:
-            graph = build_graph(SqliteSaver(conn))
-            snapshot = graph.get_state(config)
-            # A run killed before its first node finished has only the pending input checkpoint
-            # (default values, no prompt yet): start it afresh under the same id.
-            if snapshot.values and snapshot.values.get("prompt_text") is not None:
-                if snapshot.values.get("prompt_text") != prompt_text:
-                    raise BadInputError(f"run {run_id} was started with a different prompt")
-                ctx.emit("resume", f"resuming run {run_id} at {list(snapshot.next) or 'end'}")
-                graph.invoke(None, config, context=ctx)
-            else:
-                ctx.emit("start", f"run {run_id}")
-                graph.invoke({"prompt_text": prompt_text}, config, context=ctx)
-            state = graph.get_state(config).values
-        finally:
-            conn.close()
+    # lock creates the directory. Checkpoints and lock: data_dir, or PostgreSQL when
+    # settings.checkpoint_url is set (agent/checkpoints.py).
+    with storage_errors(data_dir), run_lock(settings), open_checkpointer(settings) as saver:
+        graph = build_graph(saver)
+        snapshot = graph.get_state(config)
+        # A run killed before its first node finished has only the pending input checkpoint
+        # (default values, no prompt yet): start it afresh under the same id.
+        if snapshot.values and snapshot.values.get("prompt_text") is not None:
+            if snapshot.values.get("prompt_text") != prompt_text:
+                raise BadInputError(f"run {run_id} was started with a different prompt")
+            ctx.emit("resume", f"resuming run {run_id} at {list(snapshot.next) or 'end'}")
+            graph.invoke(None, config, context=ctx)
+        else:
+            ctx.emit("start", f"run {run_id}")
+            graph.invoke({"prompt_text": prompt_text}, config, context=ctx)
+        state = graph.get_state(config).values
         report = dict(state["report"])
         report["usage"] = ctx.usage()
         return _write_outputs(report, settings, out_dir, ctx)

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.changes import diff_reports, verdicts_changed
+from agent.checkpoints import run_lock
 from agent.history import ReportHistory, parse_time
 from agent.parse import prompt_sha256 as prompt_sha256  # re-exported
 from agent.parse import read_prompt_file
 from core.duration import parse_duration as parse_duration  # re-exported (--every)
 from core.errors import EXIT_FAILURE, EXIT_LOCKED, BadInputError, LockedError, RetestError
 from core.fsutil import atomic_write_json
-from core.lock import RunLock
 from core.settings import Settings
 
 log = logging.getLogger("retest.schedule")
@@ -160,7 +160,7 @@ class Scheduler:
         sha = prompt_sha256(self.read_prompt())
         if self.config.once:
             return self.run_one().exit_code
-        with RunLock(self.settings.data_dir, f"schedule-{sha[:16]}"):
+        with run_lock(self.settings, f"schedule-{sha[:16]}"):
             _event(logging.INFO, "scheduler_started", prompt=str(self.config.prompt_file),
                    every_s=self.config.every_s, pid=os.getpid())
             delay = self._initial_delay(sha)
@@ -205,7 +205,7 @@ class Scheduler:
         self.runs_done += 1
         try:
             text = self.read_prompt()
-            with RunLock(self.settings.data_dir):
+            with run_lock(self.settings):
                 return self._run_locked(text)
         except LockedError as exc:
             _event(logging.WARNING, "run_skipped", reason=str(exc), exit_code=exc.exit_code)

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     server: EmbeddedServerSettings = EmbeddedServerSettings()
     arxiv: ArxivSettings = ArxivSettings()
     store: StoreSettings = StoreSettings()
+    # postgresql://user@host:port/db: graph checkpoints and the run lock live in that database
+    # (several workers, several machines); empty: SQLite and a file lock in data_dir.
+    checkpoint_url: str = ""
 
     @field_validator("corpus", "models_dir", mode="before")
     @classmethod

@@ -41,7 +41,8 @@ def report(
         help="Most papers judged per claim (fewer when fewer pass the relevance floor).")] = 10,
 ) -> None:
     """Re-test the prompt's dated claims; write report.md, report.json, references.bib."""
-    from agent.run import checkpoint_exists, run_report
+    from agent.checkpoints import checkpoint_exists
+    from agent.run import run_report
 
     budget_s = parse_budget(retest_budget)  # a bad value is one line and exit 2, before any run
     if corpus is not None and not corpus.is_file():
