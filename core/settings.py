@@ -95,6 +95,8 @@ class StoreSettings(_Strict):
     chroma_url: str = ""
     collection: str = "papers"
     embed_batch_size: int = Field(default=64, ge=1)
+    # Tokens of title + abstract embedded per paper (cost grows linearly; see tools/paper_store).
+    embed_document_tokens: int = Field(default=64, ge=16, le=256)
 
 
 class Settings(BaseSettings):
