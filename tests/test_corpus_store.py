@@ -226,6 +226,23 @@ def test_dense_search_ranks_by_cosine_and_filters_by_date(store: PaperStore,
 
 
 @pytest.mark.slow
+def test_parallel_document_embedding_keeps_input_order(shared_data: Path) -> None:
+    import numpy as np
+
+    from tools.paper_store import MiniLMEmbeddingFunction, document_text
+
+    texts = [document_text(p) for p in itertools.islice(iter_corpus(shared_data / LISTING), 48)]
+    embedder = MiniLMEmbeddingFunction(document_tokens=32)
+    together = embedder.embed_documents(texts)  # split over the cores, then reassembled
+    alone = np.stack([embedder.embed_documents([t])[0] for t in texts[:6]])
+    assert together.shape == (48, 384)
+    assert np.allclose((together[:6] * alone).sum(axis=1), 1.0, atol=1e-3)
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-3)
+    # Truncation is real: the 32-token window loses what a query's 128-token window keeps.
+    assert (embedder.embed_queries(texts[:6]) * alone).sum(axis=1).max() < 0.999
+
+
+@pytest.mark.slow
 def test_get_many_returns_stored_papers_by_bare_id(store: PaperStore,
                                                    sample: list[Paper]) -> None:
     wanted = [sample[1].arxiv_id + "v3", sample[2].arxiv_id, sample[2].arxiv_id, "2501.00001",
