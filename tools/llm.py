@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
 import openai
+import requests
 from openai import OpenAI
 from pydantic import BaseModel, ValidationError
 
@@ -148,13 +148,10 @@ class LLMClient:
             body |= {"messages": messages, "add_generation_prompt": True}
         else:
             body |= {"prompt": text, "add_special_tokens": special}
-        root = self.base_url.rstrip("/").removesuffix("/v1")
         try:
-            reply = httpx.post(f"{root}/tokenize", json=body, timeout=self.client.timeout)
-            reply.raise_for_status()
-            return [int(t) for t in reply.json()["tokens"]]
-        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
-            raise ServiceError(f"cannot tokenize at {root}: {exc}") from None
+            return [int(t) for t in self.endpoint.post_root("/tokenize", body)["tokens"]]
+        except (requests.HTTPError, KeyError, TypeError, ValueError) as exc:
+            raise ServiceError(f"cannot tokenize at {self.endpoint.root_url}: {exc}") from None
 
     def next_token_logprobs(self, prompts: list[list[int]], *, top: int = 20,
                             batch: int = 8) -> list[dict[int, float]]:
@@ -167,12 +164,15 @@ class LLMClient:
         out: list[dict[int, float]] = []
         for first in range(0, len(prompts), batch):
             chunk = prompts[first:first + batch]
-            try:
-                response = self.client.completions.create(
+            def request(client: OpenAI, chunk: list[list[int]] = chunk) -> Any:
+                return client.completions.create(
                     model=self.model, prompt=chunk, max_tokens=1, temperature=0.0,
                     logprobs=top, extra_body={"return_tokens_as_token_ids": True})
-            except openai.OpenAIError as exc:
-                raise ServiceError(f"LLM server at {self.base_url} failed: {exc}") from None
+
+            try:
+                response, _ = self.endpoint.call(request)
+            except openai.BadRequestError as exc:
+                raise ServiceError(f"LLM server at {self.base_url} refused: {exc}") from None
             self.usage.add(response.usage)
             for choice in sorted(response.choices, key=lambda c: c.index):
                 tops = (choice.logprobs.top_logprobs or [{}])[0] if choice.logprobs else {}
