@@ -13,7 +13,6 @@ import json
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -26,9 +25,6 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgements (
     key TEXT PRIMARY KEY, claim_text TEXT NOT NULL, arxiv_id TEXT NOT NULL, model TEXT NOT NULL,
     judgement TEXT NOT NULL, created_at TEXT NOT NULL DEFAULT (datetime('now')));
-CREATE TABLE IF NOT EXISTS evals (
-    key TEXT PRIMARY KEY, summary TEXT NOT NULL,
-    created_at TEXT NOT NULL DEFAULT (datetime('now')));
 """
 
 
@@ -41,12 +37,6 @@ def judgement_key(claim_text: str, arxiv_id: str, model: str, variant: str = "")
     """Return the cache key of one judgement: sha256 over claim, paper id, model and variant."""
     parts = [_normalize_claim(claim_text), arxiv_id.strip(), model.strip(), variant]
     return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-
-
-def eval_key(spec_hash: str, models: Iterable[str], data_hash: str) -> str:
-    """Return the cache key of an evaluation: its spec, the (unordered) models and its data."""
-    payload = json.dumps([spec_hash, sorted(models), data_hash])
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
 class JudgementCache:
@@ -98,16 +88,6 @@ class JudgementCache:
             "VALUES (?, ?, ?, ?, ?)",
             (key, _normalize_claim(claim_text), arxiv_id, model,
              json.dumps(judgement, default=str)))
-
-    def get_eval(self, key: str) -> dict[str, Any] | None:
-        """Return the summary stored under an :func:`eval_key`, or None."""
-        row = self._query("SELECT summary FROM evals WHERE key = ?", (key,))
-        return None if row is None else json.loads(row[0])
-
-    def put_eval(self, key: str, summary: dict[str, Any]) -> None:
-        """Store an evaluation summary under an :func:`eval_key`."""
-        self._execute("INSERT OR REPLACE INTO evals (key, summary) VALUES (?, ?)",
-                      (key, json.dumps(summary, default=str)))
 
     def close(self) -> None:
         """Close the database connection."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.history import ReportHistory
-from agent.judgement_cache import JudgementCache, eval_key, incremental_since, is_live_source
+from agent.judgement_cache import JudgementCache, incremental_since, is_live_source
 from core.errors import BadInputError
 
 SHA = "b" * 64
@@ -92,18 +92,6 @@ def test_judgement_cache_round_trip_and_counts(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO,
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "supports"
-
-
-def test_eval_cache_key_depends_on_spec_models_and_data(tmp_path: Path) -> None:
-    key = eval_key("spec1", ["b", "a"], "data1")
-    assert key == eval_key("spec1", ["a", "b"], "data1")
-    assert len({key, eval_key("spec2", ["a", "b"], "data1"),
-                eval_key("spec1", ["a"], "data1"), eval_key("spec1", ["a", "b"], "data2")}) == 4
-    cache = JudgementCache(tmp_path)
-    assert cache.get_eval(key) is None
-    cache.put_eval(key, {"gap": {"gap": 0.1, "ci": [0.0, 0.2]}})
-    assert cache.get_eval(key) == {"gap": {"gap": 0.1, "ci": [0.0, 0.2]}}
-    cache.close()
 
 
 def test_incremental_since_uses_last_good_live_run(tmp_path: Path) -> None:
