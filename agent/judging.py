@@ -42,6 +42,7 @@ from agent.prompts import (
     judge_label_text,
     judge_messages,
 )
+from agent.state import Stance
 from core.errors import ServiceError
 
 METHODS: tuple[str, ...] = ("generate", "loglik")
@@ -59,7 +60,7 @@ class Judgement(BaseModel):
     """The model's reading of one paper against one claim (generation method)."""
 
     summary: str = Field(max_length=300, description="One sentence on what the paper finds")
-    stance: Literal["supports", "relaxes", "overturns", "unrelated"]
+    stance: Stance
     quote: str = Field(max_length=400, description="One abstract sentence, copied exactly")
 
 

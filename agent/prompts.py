@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from agent.state import Claim
+from agent.state import STANCES, Claim
 
 ABSTRACT_CHARS = 900  # keeps prompts short: the embedded model is slow on long contexts
 
@@ -51,7 +51,7 @@ def query_plan_messages(claim: Claim) -> list[dict[str, str]]:
 
 JUDGE_PROMPT_VERSION = "judge-v2"  # bump on any change below: it keys the judgement cache
 JUDGE_ABSTRACT_CHARS = 1600  # findings sit at the end of an abstract: keep most of it
-STANCE_LABELS: tuple[str, ...] = ("supports", "relaxes", "overturns", "unrelated")
+STANCE_LABELS: tuple[str, ...] = STANCES  # the names come from agent.state
 
 _STANCE_GUIDE = (
     "'supports' (its findings agree with the claim), 'relaxes' (the claim holds only in "

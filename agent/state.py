@@ -8,13 +8,14 @@ Records that hold facts (ids, titles, dates) are copied from retrieved papers, n
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, get_args
 
 Stance = Literal["supports", "relaxes", "overturns", "unrelated"]
 VerdictLabel = Literal["holds", "relaxed", "overturned", "unresolved"]
 AnchorStatus = Literal["verified", "not_found", "malformed", "unverifiable"]
 
-STANCES: tuple[str, ...] = ("supports", "relaxes", "overturns", "unrelated")
+# The one list of stance names, in the order prompts and tables show them.
+STANCES: tuple[str, ...] = get_args(Stance)
 
 
 class Claim(TypedDict):
