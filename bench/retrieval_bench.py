@@ -49,14 +49,12 @@ from agent.parse import parse_prompt  # noqa: E402
 from agent.state import Brief, Claim  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from tools.corpus import iter_corpus  # noqa: E402
-from tools.paper import Paper  # noqa: E402
 from tools.paper_store import PaperStore  # noqa: E402
 from tools.ranking import date_floor, prefer_newer, recency_label  # noqa: E402
 from tools.retrieval import (  # noqa: E402
     HybridRetriever,
     LexicalIndex,
     cosine_relevance,
-    store_dense_search,
 )
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "arxiv" / (
@@ -197,16 +195,12 @@ def main() -> None:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     store = PaperStore(settings)
-    ingest = getattr(store, "ingest_corpus", None)
-    if callable(ingest):
-        ingest(args.corpus, progress=True)
-    else:
-        store.upsert(iter_corpus(args.corpus), progress=True)
+    store.ingest_corpus(args.corpus, progress=True)
     timings["store ready (ingest or no-op)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     lexical = LexicalIndex.for_corpus(args.corpus, settings.data_dir)
     timings["bm25 index ready (build or load)"] = time.perf_counter() - t0
-    dense = store_dense_search(store)
+    dense = store.dense_search
 
     planned: dict[tuple[str, str], list[str]] = {}
     for name, brief in briefs.items():
@@ -235,7 +229,7 @@ def main() -> None:
         for key, claim in claims.items():
             queries = claim_queries(claim, planned[key], briefs[key[0]])
             fused = retriever.rank(queries, 3 * DEPTH, date_floor(claim["date_from"]))
-            days = {pid: p.published for pid, p in _get(store, [i for i, _ in fused]).items()}
+            days = {pid: p.published for pid, p in store.get_many([i for i, _ in fused]).items()}
             labels = {pid: recency_label(days.get(pid), claim["date_from"], claim["date_to"])
                       for pid, _ in fused}
             ranked[method][key] = [pid for pid, _ in prefer_newer(fused, labels)][:DEPTH]
@@ -269,20 +263,13 @@ def main() -> None:
                                          "timings": timings}, indent=2) + "\n")
 
 
-def _get(store: PaperStore, ids: list[str]) -> dict[str, Paper]:
-    get_many = getattr(store, "get_many", None)
-    if callable(get_many):
-        return dict(get_many(ids))
-    return {i: p for i in ids if (p := store.get(i)) is not None}
-
-
 def floor_table(store: PaperStore, claims: dict[tuple[str, str], Claim],
                 labelled: dict[tuple[str, str], dict[str, bool]]
                 ) -> dict[float, tuple[float, float]]:
     """For each floor: share of relevant and of not-relevant rows with cosine >= floor."""
     sims: list[tuple[float, bool]] = []
     for key, labels in labelled.items():
-        papers = _get(store, list(labels))
+        papers = store.get_many(list(labels))
         ids = [i for i in labels if i in papers]
         docs = [f"{papers[i].title}\n\n{papers[i].abstract}" for i in ids]
         for pid, sim in zip(ids, cosine_relevance(store.embedder, claims[key]["text"], docs),

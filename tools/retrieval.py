@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -141,7 +142,8 @@ class LexicalIndex:
             raise BadInputError(f"corpus {corpus} holds no readable papers to index")
         tokens = _tokenize(texts, _stemmer(), ids=True)
         retriever = bm25s.BM25()
-        retriever.index(tokens, show_progress=progress)
+        # Bars only on a terminal: in logs (cron, the scheduler's JSON lines) they are noise.
+        retriever.index(tokens, show_progress=progress and sys.stderr.isatty())
         return cls(retriever, ids, np.asarray(days, dtype=np.int32), None)
 
     def save(self, folder: Path) -> None:
@@ -257,23 +259,6 @@ def cosine_relevance(embed: Callable[[list[str]], Any], claim: str, documents: l
         return []
     vectors = np.asarray(embed([claim, *documents]), dtype=np.float32)
     return [float(v) for v in vectors[1:] @ vectors[0]]
-
-
-def store_dense_search(store: Any) -> DenseSearch:
-    """Return the paper store's dense ranking as a :data:`DenseSearch`.
-
-    Uses ``PaperStore.dense_search`` (pure cosine, one batched call for all queries); a store
-    without it is ranked by its per-query ``search`` (cosine blended with term overlap).
-    """
-    dense = getattr(store, "dense_search", None)
-    if callable(dense):
-        return lambda queries, n, since: dense(list(queries), n, since=since)
-
-    def per_query(queries: list[str], n: int, since: date | None) -> list[list[tuple[str, float]]]:
-        return [[(p.arxiv_id, float(s)) for p, s in store.search(q, k=n, since=since)]
-                for q in queries]
-
-    return per_query
 
 
 class ClaimRelevance:
