@@ -77,3 +77,14 @@ def llm_env(isolated_env: Path, llm_base_url: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("RETEST_LLM_BASE_URL", llm_base_url)
     monkeypatch.setenv("RETEST_LLM_MODEL", "SmolLM2-135M-Instruct")
     return isolated_env
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the reliability counts (tests/tally.py) of the cases that ran."""
+    from tally import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("reliability tally")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from eval_specs import write_tiny_quartz_spec
 from report_harness import FAKE_CLI, cli_env, report_args, stable_md, stable_report
+from tally import counter
 from tmpfs import PAGE, Tmpfs, mounted_tmpfs
 
 from agent.judgement_cache import JudgementCache
@@ -31,7 +32,7 @@ from core.fsutil import WriteError, atomic_write_files, atomic_write_text, stora
 from evals.runner import ResultWriter, read_results
 
 REPO = Path(__file__).resolve().parents[1]
-TALLY = {"faults injected": 0, "clean errors": 0}
+TALLY = counter("disk faults")  # printed at the end of the run (tests/tally.py)
 
 
 @pytest.fixture()
@@ -284,8 +285,3 @@ def test_eval_results_fill_the_disk_then_resume_loses_and_repeats_nothing(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["run"]["skipped_done"] == len(kept)
     print(f"\neval: disk full after {len(kept)} of 16 lines; resume wrote {16 - len(kept)}")
-
-
-def test_zz_print_tally() -> None:
-    print(f"\ndisk faults: {TALLY}")
-    assert TALLY["faults injected"] == TALLY["clean errors"]

@@ -16,7 +16,6 @@ import json
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +24,7 @@ import pytest
 from atom_http import send_atom
 from pydantic import BaseModel
 from report_fakes import FakeLLM
+from tally import counter
 
 from agent.cli import main
 from core.errors import ServiceError
@@ -36,7 +36,7 @@ PROMPT = """Do fine-tuned models lean on repeated items?
 
 - Fine-tuned language models score higher on repeated test items than on novel ones (2019).
 """
-TALLY: Counter[str] = Counter()
+TALLY = counter("faults")  # printed at the end of the run (tests/tally.py)
 
 
 class FaultServer:
@@ -316,11 +316,6 @@ def test_unwritable_data_dir_names_the_path(isolated_env: Path, tmp_path: Path,
     assert len(lines) == 1 and str(blocker) in lines[0], err
     assert not (tmp_path / "out" / "report.json").exists()
     TALLY["faults survived"] += 1
-
-
-def test_zz_print_tally() -> None:
-    print(f"\nfaults: {dict(TALLY)}")
-    assert TALLY["faults injected"] == TALLY["faults survived"]
 
 
 def test_client_follows_a_restarted_server_to_its_new_port(isolated_env: Path) -> None:

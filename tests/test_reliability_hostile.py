@@ -14,11 +14,11 @@ import os
 import re
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from markdown_it import MarkdownIt
+from tally import counter
 
 from agent.grounding import find_arxiv_ids
 from agent.report import render_markdown
@@ -36,7 +36,7 @@ RECORDS = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.
 CORPUS_IDS = {r["id"] for r in RECORDS}
 FAKE_IDS = {"2501.99999", "2502.88888", "2599.99999", "hep-th/9901999", "2410.00000"}
 USER_ANCHORS = {"2506.10013", "2412.77777"}  # the prompt's own anchors (input, may be named)
-TALLY: Counter[str] = Counter()
+TALLY = counter("hostile text")  # printed at the end of the run (tests/tally.py)
 
 # Live HTML after rendering: a tag that runs or loads something, a link anywhere but an arXiv
 # abstract page, or an HTML comment other than the report's own anchor-row marker.
@@ -148,10 +148,3 @@ def test_poisoned_corpus_report_and_ask_real_model(llm_env: Path, tmp_path: Path
         _check("ask text ids", in_text <= CORPUS_IDS, f"{in_text} in {answer['text']!r}")
         _check("ask fake ids", not any(f in answer["text"] for f in FAKE_IDS), answer["text"])
         _check("ask answer escaped in app", not _live_html(linked_answer(answer["text"], cited)))
-
-
-def test_zz_print_tally() -> None:
-    tried = sum(v for k, v in TALLY.items() if k.endswith("tried"))
-    held = sum(v for k, v in TALLY.items() if k.endswith("held"))
-    print(f"\nhostile cases tried {tried}, held {held}: {dict(sorted(TALLY.items()))}")
-    assert held == tried

@@ -13,12 +13,12 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tally import counter
 
 from agent.cli import main
 from agent.parse import MAX_CLAIMS, MAX_PROMPT_BYTES, parse_prompt
@@ -28,7 +28,7 @@ from tools.corpus import CorpusReport, iter_corpus
 from tools.paper import Paper
 
 REPO = Path(__file__).resolve().parents[1]
-TALLY: Counter[str] = Counter()  # "tried" / "clean" per kind, printed at the end
+TALLY = counter("bad input")  # printed at the end of the run (tests/tally.py)
 
 _FAST = settings(max_examples=150, deadline=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -70,14 +70,14 @@ _LINE = st.one_of(
 @_FAST
 @given(st.lists(_LINE, max_size=30))
 def test_parse_prompt_never_crashes(lines: list[str]) -> None:
-    TALLY["prompt tried"] += 1
+    TALLY["parser: tried"] += 1
     try:
         brief = parse_prompt("\n".join(lines))
     except BadInputError as exc:
-        TALLY["prompt clean"] += 1
+        TALLY["parser: one-line BadInputError or a valid brief"] += 1
         assert str(exc) and "\n" not in str(exc)
         return
-    TALLY["prompt clean"] += 1
+    TALLY["parser: one-line BadInputError or a valid brief"] += 1
     assert [c["id"] for c in brief["claims"]] == [f"C{i}" for i in
                                                   range(1, len(brief["claims"]) + 1)]
     for claim in brief["claims"]:
@@ -111,10 +111,10 @@ def test_cli_bad_prompt_files(isolated_env: Path, tmp_path: Path, content: bytes
                               needle: str) -> None:
     prompt = tmp_path / "bad.txt"
     prompt.write_bytes(content)
-    TALLY["cli tried"] += 1
+    TALLY["CLI files: tried"] += 1
     code, _, err = _cli(["report", str(prompt), "--offline"])
     assert code == 2 and needle in _one_clean_line(err)
-    TALLY["cli clean"] += 1
+    TALLY["CLI files: exit 2 with one line"] += 1
 
 
 _RSS_SCRIPT = """
@@ -200,12 +200,12 @@ def test_spec_loader_mutations(tmp_path_factory: pytest.TempPathFactory,
         lines = [data.draw(st.text(max_size=200))]
     spec = folder / "spec.toml"
     spec.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
-    TALLY["spec tried"] += 1
+    TALLY["spec loader: tried"] += 1
     try:
         load_spec(spec)
     except BadInputError as exc:
         assert "\n" not in str(exc).strip() and str(spec) in str(exc) or "not found" in str(exc)
-    TALLY["spec clean"] += 1
+    TALLY["spec loader: one-line BadInputError or a valid spec"] += 1
 
 
 def test_cli_spec_syntax_error_names_line(isolated_env: Path, tmp_path: Path) -> None:
@@ -258,9 +258,9 @@ def test_corpus_reader_never_crashes(tmp_path_factory: pytest.TempPathFactory,
     path = tmp_path_factory.mktemp("corpus") / "c.jsonl"
     path.write_text("\n".join(text for text, _ in lines) + "\n", encoding="utf-8")
     report = CorpusReport()
-    TALLY["corpus tried"] += 1
+    TALLY["corpus reader: tried"] += 1
     papers = list(iter_corpus(path, report))  # anything but a clean stream fails the test
-    TALLY["corpus clean"] += 1
+    TALLY["corpus reader: streamed without a crash"] += 1
     assert all(isinstance(p, Paper) for p in papers)
     bad_lines = {n for n, _ in report.malformed}
     for n, (text, must_parse) in enumerate(lines, start=1):
@@ -313,14 +313,15 @@ def test_10mb_corpus_lines_stream_with_bounded_memory(tmp_path: Path) -> None:
 def test_paper_command_never_tracebacks(isolated_env: Path, raw: str) -> None:
     if raw.startswith("-") or not raw.strip():
         return  # click's own usage error; tested below
-    TALLY["paper tried"] += 1
+    TALLY["retest paper: tried"] += 1
     code, out, err = _cli(["paper", raw, "--offline", "--json"])
     assert code in (0, 2), (raw, code, err)
     if code == 2:
         assert "arXiv id" in _one_clean_line(err)
+        TALLY["retest paper: exit 2 with one line"] += 1
     else:
         assert json.loads(out)["status"] == "unverifiable"
-    TALLY["paper clean"] += 1
+        TALLY["retest paper: well-formed id answered offline"] += 1
 
 
 def test_paper_command_usage_errors(isolated_env: Path) -> None:
@@ -329,11 +330,3 @@ def test_paper_command_usage_errors(isolated_env: Path) -> None:
     for bad in ("", " ", "2513.01234", "arXiv:abc", "../../etc/passwd"):
         code, _, err = _cli(["paper", bad, "--offline"])
         assert code == 2 and "malformed" in _one_clean_line(err), (bad, err)
-
-
-def test_zz_print_tally() -> None:
-    """Print inputs tried / clean errors (runs last in this module)."""
-    tried = sum(v for k, v in TALLY.items() if k.endswith("tried"))
-    clean = sum(v for k, v in TALLY.items() if k.endswith("clean"))
-    print(f"\nbad inputs tried {tried}, clean {clean}: {dict(sorted(TALLY.items()))}")
-    assert clean == tried
