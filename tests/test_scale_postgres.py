@@ -25,7 +25,7 @@ from report_harness import FAKE_CLI, cli_env, report_args, stable_md, stable_rep
 from scale_servers import postgres_server
 
 from agent.checkpoints import checkpoint_exists, run_lock
-from core.errors import EXIT_LOCKED, LockedError
+from core.errors import EXIT_LOCKED, LockedError, ServiceError
 from core.settings import load_settings
 from tools.pg_lock import PgAdvisoryLock
 
@@ -141,8 +141,8 @@ def test_advisory_lock_is_reentrant_and_exclusive_across_connections(pg_url: str
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     from scale_servers import free_port
     url = f"postgresql://retest@127.0.0.1:{free_port()}/postgres"
-    with pytest.raises(Exception) as info, PgAdvisoryLock(url):
+    with pytest.raises(ServiceError) as info, PgAdvisoryLock(url):
         pass
-    assert not isinstance(info.value, LockedError)
+    assert not isinstance(info.value, LockedError) and info.value.exit_code == 1
     assert "cannot reach PostgreSQL at 127.0.0.1" in str(info.value)
     assert "\n" not in str(info.value)
