@@ -28,6 +28,7 @@ from typing import Any
 from agent.changes import diff_reports, verdicts_changed
 from agent.checkpoints import run_lock
 from agent.history import ReportHistory, parse_time
+from agent.options import ReportOptions
 from agent.parse import prompt_sha256 as prompt_sha256  # re-exported
 from agent.parse import read_prompt_file
 from core.duration import parse_duration as parse_duration  # re-exported (--every)
@@ -109,7 +110,7 @@ class ScheduleConfig:
     once: bool = False
     notify: list[str] | None = None
     max_runs: int | None = None  # stop after this many runs (None: forever)
-    options: Any = None  # agent.nodes.context.ReportOptions handed to run_report, if set
+    options: ReportOptions | None = None  # handed to run_report, if set
 
 
 @dataclass

@@ -11,6 +11,7 @@ from typing import Any
 
 import streamlit as st
 
+from agent.options import ReportOptions
 from agent.parse import MAX_PROMPT_BYTES, decode_prompt, parse_prompt
 from app_pages import resources
 from app_pages.background import BackgroundRun
@@ -111,7 +112,6 @@ def render() -> None:
                                key="papers_per_claim")
     retests = right.checkbox("Run local re-tests (slow on CPU)", value=True, key="run_retests")
     if st.button("Run re-test", type="primary", key="start_run"):
-        from agent.nodes.context import ReportOptions
 
         current = resources.settings()
         options = ReportOptions(papers_per_claim=int(papers), retest_limit=None if retests else 0,

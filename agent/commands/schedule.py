@@ -17,6 +17,7 @@ import typer
 
 from agent.commands.common import settings_from_flags
 from agent.nodes.retest_budget import DEFAULT_BUDGET, parse_budget
+from agent.options import ReportOptions
 from agent.scheduler import (
     EXIT_INTERRUPTED,
     ScheduleConfig,
@@ -70,7 +71,6 @@ def schedule(
     settings = settings_from_flags(offline=offline, corpus=corpus)
     use_json_logs(getattr(logging, os.environ.get("RETEST_LOG_LEVEL", "INFO").upper(),
                           logging.INFO))
-    from agent.nodes.context import ReportOptions
 
     # No progress bars: they would interleave with the JSON-line log on stderr.
     options = ReportOptions(retest_budget_s=budget_s, retest_limit=retest_limit,

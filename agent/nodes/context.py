@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from agent.options import ReportOptions
 from core.errors import RetestError, ServiceError
 from core.settings import Settings
 
@@ -29,23 +30,6 @@ MAX_LLM_FAILURES = 3
 
 class CancelledError(RetestError):
     """The caller asked the run to stop; the checkpoint lets ``--resume`` continue it."""
-
-
-@dataclass
-class ReportOptions:
-    """Knobs of one report run (CLI flags or app controls; defaults keep a 2-CPU run short)."""
-
-    papers_per_claim: int = 10  # at most: none below the relevance floor (agent/nodes/search.py)
-    candidates_per_claim: int = 40  # fused candidates per claim held to the relevance floor
-    # Wall time the re-tests may take, run cheapest first (agent.nodes.retest_plan); 0 turns
-    # re-tests off. 45 min re-tests the seed's five claims on 2 cores.
-    retest_budget_s: float = 2700.0
-    retest_limit: int | None = None  # at most this many claims re-tested (None: the budget decides)
-    retest_items: int = 40  # items per split (repeated, novel) in each re-test
-    tension_window_days: int = 183
-    # Terminal progress bars (corpus scan, embedding); off where stderr carries JSON-line logs
-    # (the scheduler) or nobody watches it (the app). Bars also hide when stderr is no terminal.
-    progress_bars: bool = True
 
 
 @dataclass
