@@ -28,7 +28,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = "2026-05-01"
-JUDGE_MARKER = "Newer paper (title and abstract)"
+JUDGE_MARKER = "Paper (title and abstract)"
 _TOPIC = re.compile(r"memoriz|GRPO|\bDPO\b|generation-verification|self-improv", re.IGNORECASE)
 
 

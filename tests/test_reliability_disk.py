@@ -265,8 +265,9 @@ def test_eval_results_fill_the_disk_then_resume_loses_and_repeats_nothing(
     spec = write_tiny_quartz_spec(tmp_path / "tiny.toml", llm_base_url,
                                   "tiny quartz dedup on a full disk")
     out = small_fs.path / "eval"
-    # One page for run.json, one for results.jsonl: about half of the 16 lines (~500 B) fit.
-    small_fs.fill(leave=2 * PAGE)
+    # One page for the folder lock (it records its holder), one for run.json, one for
+    # results.jsonl: about half of the 16 lines (~500 B) fit.
+    small_fs.fill(leave=3 * PAGE)
     code, err = _eval(spec, out, tmp_path / "data")
     _assert_clean_error(code, err, out / "results.jsonl", "No space left on device")
     raw = (out / "results.jsonl").read_bytes()

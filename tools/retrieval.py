@@ -37,6 +37,17 @@ from tools.ranking import reciprocal_rank_fusion
 
 log = logging.getLogger(__name__)
 
+
+def _bm25s() -> Any:
+    """Import bm25s (heavy, so lazily) with its DEBUG build messages kept off stderr.
+
+    bm25s sets its own logger to DEBUG when imported, so the level is reset after the import.
+    """
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
 # Bump when the tokenization or the saved layout changes: old indexes are then rebuilt.
 INDEX_FORMAT = "bm25s-0.3/title2-abstract/snowball-en/stop-en/v1"
 # Ranked ids taken from each (query, ranker) list before fusion. RRF only needs the head of
@@ -72,7 +83,7 @@ def _stemmer() -> Any:
 
 
 def _tokenize(texts: list[str], stemmer: Any, *, ids: bool) -> Any:
-    import bm25s
+    bm25s = _bm25s()
 
     return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=ids,
                           show_progress=False)
@@ -125,7 +136,7 @@ class LexicalIndex:
     @classmethod
     def build(cls, corpus: Path | str, *, progress: bool = True) -> LexicalIndex:
         """Build an index in memory from every readable record of ``corpus`` (first id wins)."""
-        import bm25s
+        bm25s = _bm25s()
 
         ids: list[str] = []
         days: list[int] = []
@@ -164,7 +175,7 @@ class LexicalIndex:
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
         """Load an index saved by :meth:`save`."""
-        import bm25s
+        bm25s = _bm25s()
 
         retriever = bm25s.BM25.load(str(folder))
         ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
