@@ -29,6 +29,8 @@ from typing import Literal
 
 import requests
 
+from core.lock import pid_alive as process_exists
+
 log = logging.getLogger(__name__)
 
 Purpose = Literal["implicit", "detached"]
@@ -54,16 +56,11 @@ def should_stop(mode: Purpose, live_implicit_users: int, quiet_s: float, *, idle
 
 
 def pid_alive(pid: int) -> bool:
-    """Return whether a process with ``pid`` exists (and is not a zombie)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    """Return whether a process with ``pid`` exists and is not a zombie (an exited user)."""
+    if not process_exists(pid):
         return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
+    with contextlib.suppress(OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
 
 

@@ -31,6 +31,7 @@ import requests
 
 from core.errors import ServiceError
 from core.lock import FileLock
+from core.lock import pid_alive as process_exists
 from core.settings import Settings
 from tools.embedded_models import EmbeddedModel, get_embedded_model, prepare_model
 from tools.server_lifecycle import Purpose, ServerUsers
@@ -297,12 +298,8 @@ class EmbeddedServer:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return False
-    except PermissionError:
-        return True
     # A zombie child still "exists"; reap it if it is ours.
     with contextlib.suppress(ChildProcessError):
         done, _ = os.waitpid(pid, os.WNOHANG)
