@@ -33,8 +33,13 @@ import redis
 from datasketch import LeanMinHash, MinHashLSH
 
 from evals.dedup.minhash import DEFAULT_SCHEME, empty_value, minhash_signatures, text_signatures
-from evals.dedup.near_dup import DedupLabel, DedupResult, default_lsh_threshold
-from evals.dedup.shingles import char_shingles, jaccard, normalize, shingle_texts, word_shingles
+from evals.dedup.near_dup import (
+    DedupLabel,
+    DedupResult,
+    default_lsh_threshold,
+    verify_candidates,
+)
+from evals.dedup.shingles import char_shingles, normalize, shingle_texts, word_shingles
 
 log = logging.getLogger(__name__)
 
@@ -265,16 +270,9 @@ def label_streaming(train: Callable[[], Iterable[str]], test_texts: Sequence[str
                 train_sets[i] = make(normalize(text, mask_numbers=mask_numbers), n)
     labels: list[DedupLabel] = []
     for j, found in enumerate(candidates):
-        scored: list[tuple[int, float]] = []
-        if found:
-            shingles = make(normalize(test_texts[j], mask_numbers=mask_numbers), n)
-            scored = sorted(((i, jaccard(shingles, train_sets[i])) for i in found),
-                            key=lambda pair: (-pair[1], pair[0]))
-        matches = [(i, round(s, 6)) for i, s in scored if s >= threshold]
-        best_index, best = scored[0] if scored else (None, 0.0)
-        labels.append(DedupLabel(index=j, label="repeated" if matches else "novel",
-                                 best_match_index=best_index, best_jaccard=round(best, 6),
-                                 matches=matches))
+        shingles = make(normalize(test_texts[j], mask_numbers=mask_numbers), n) \
+            if found else set()
+        labels.append(verify_candidates(j, shingles, found, train_sets.__getitem__, threshold))
     lap("verify")
     timings["total"] = round(time.perf_counter() - started, 4)
     repeated = sum(1 for lab in labels if lab.label == "repeated")

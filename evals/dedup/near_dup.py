@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_SCHEME", "JIT_MIN_DOCS", "DedupLabel", "DedupResult", "Scheme", "build_lsh",
     "char_shingles", "default_lsh_threshold", "jaccard", "label_test_items", "lean_minhashes",
     "minhash_signatures", "normalize", "permutations", "shingle_texts", "text_signatures",
+    "verify_candidates",
     "word_shingles",
 ]
 
@@ -122,6 +123,21 @@ def default_lsh_threshold(threshold: float) -> float:
 
 
 
+def verify_candidates(index: int, shingles: set[str], candidates: Iterable[int],
+                      train_set: Callable[[int], set[str]], threshold: float) -> DedupLabel:
+    """Label test item ``index`` from its LSH ``candidates`` by exact Jaccard on shingle sets.
+
+    Matches are the candidates at or above ``threshold``, best first (ties by index); the item
+    is "repeated" when there is one. ``train_set(i)`` returns training item ``i``'s shingles.
+    """
+    scored = sorted(((i, jaccard(shingles, train_set(i))) for i in candidates),
+                    key=lambda pair: (-pair[1], pair[0]))
+    matches = [(i, round(s, 6)) for i, s in scored if s >= threshold]
+    best_index, best = scored[0] if scored else (None, 0.0)
+    return DedupLabel(index=index, label="repeated" if matches else "novel",
+                      best_match_index=best_index, best_jaccard=round(best, 6), matches=matches)
+
+
 def label_test_items(train_texts: Sequence[str], test_texts: Sequence[str], *,
                      threshold: float = 0.7, num_perm: int = 128,
                      shingle: Literal["word", "char"] = "word", n: int = 3,
@@ -179,19 +195,12 @@ def label_test_items(train_texts: Sequence[str], test_texts: Sequence[str], *,
     labels: list[DedupLabel] = []
     n_candidates = 0
     for j, row in enumerate(test_sigs):
-        scored: list[tuple[int, float]] = []
         candidates = [] if (row == empty).all() else lsh.query(
             LeanMinHash(seed=seed, hashvalues=row, scheme=DEFAULT_SCHEME))
-        if candidates:
-            n_candidates += len(candidates)
-            shingles = make(normalize(test_texts[j], mask_numbers=mask_numbers), n)
-            scored = sorted(((i, jaccard(shingles, train_set(i))) for i in candidates),
-                            key=lambda pair: (-pair[1], pair[0]))
-        matches = [(i, round(s, 6)) for i, s in scored if s >= threshold]
-        best_index, best = scored[0] if scored else (None, 0.0)
-        labels.append(DedupLabel(index=j, label="repeated" if matches else "novel",
-                                 best_match_index=best_index, best_jaccard=round(best, 6),
-                                 matches=matches))
+        n_candidates += len(candidates)
+        shingles = make(normalize(test_texts[j], mask_numbers=mask_numbers), n) \
+            if candidates else set()
+        labels.append(verify_candidates(j, shingles, candidates, train_set, threshold))
     lap("query_verify")
     timings["total"] = round(time.perf_counter() - started, 4)
     repeated = sum(1 for lab in labels if lab.label == "repeated")
