@@ -73,6 +73,29 @@ def test_an_unrelated_claim_fits_no_recipe(registry):
     assert ranked == [] and choose(ranked, "quartz_dedup") == (None, "none")
 
 
+@pytest.mark.parametrize("text", [
+    # No shipped recipe tests these: dose-response shows that contamination inflates scores, not
+    # that dynamic benchmarks are the only guard; the self-verification gap is not a judge's
+    # position bias. A shared word ("contamination", "judge") must not attach an experiment.
+    "Dynamic or freshly written benchmarks are the only reliable guard against contamination.",
+    "LLM judges show position bias: swapping the order of two candidate answers changes the "
+    "verdict.",
+])
+def test_a_claim_sharing_one_word_with_a_recipe_fits_none(registry, text):
+    assert rank_recipes(text, registry) == []
+
+
+def test_rewording_which_claims_a_spec_fits_keeps_its_work_folder(tmp_path):
+    spec = Path(__file__).resolve().parents[1] / "evals" / "specs" / "finetune_sft_vs_dpo.toml"
+    text = spec.read_text(encoding="utf-8")
+    (tmp_path / "a.toml").write_text(text, encoding="utf-8")
+    (tmp_path / "b.toml").write_text(text.replace('claim_kinds = [', 'claim_kinds = ["x", '),
+                                     encoding="utf-8")
+    (tmp_path / "c.toml").write_text(text.replace("seed = 0", "seed = 1"), encoding="utf-8")
+    shas = {r.name: r.sha256 for r in load_registry(tmp_path)}
+    assert shas["a"] == shas["b"] != shas["c"]
+
+
 @pytest.mark.parametrize(("text", "seconds"), [
     ("45m", 2700.0), ("90s", 90.0), ("1h30m", 5400.0), ("0", 0.0), ("0m", 0.0), (" 2h ", 7200.0)])
 def test_parse_budget(text, seconds):

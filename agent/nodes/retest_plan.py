@@ -21,6 +21,7 @@ without loading the registry).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import tomllib
@@ -64,7 +65,7 @@ class Recipe:
     claim_kinds: tuple[str, ...]
     kind: str  # the recipe kind (``recipe`` key), or "eval" for a dedup/variants evaluation
     decides: bool  # a controlled comparison: its result may decide a verdict
-    sha256: str  # of the spec file: an edited spec gets a new work folder
+    sha256: str  # of the experiment (:func:`experiment_sha256`): an edited one gets a new folder
     raw: Mapping[str, Any]  # the parsed TOML, for the size-based cost estimate
 
     @property
@@ -97,8 +98,24 @@ def load_registry(specs_dir: Path = SPECS_DIR) -> list[Recipe]:
             name=path.stem, path=path, description=str(data.get("description", "")),
             claim_kinds=tuple(str(k) for k in kinds), kind=kind,
             decides=bool(decides) if isinstance(decides, bool) else kind != "eval",
-            sha256=hashlib.sha256(blob).hexdigest(), raw=data))
+            sha256=experiment_sha256(data), raw=data))
     return recipes
+
+
+# Keys that only route a spec to claims or describe it; editing them changes no result, so they
+# are left out of the fingerprint that names work folders and measured wall times.
+ROUTING_KEYS = frozenset({"claim_kinds", "description", "design"})
+
+
+def experiment_sha256(spec: Mapping[str, Any]) -> str:
+    """Return the SHA-256 of a parsed spec without its routing keys (canonical JSON).
+
+    Two specs that train and evaluate the same way share it, so re-wording which claims a recipe
+    fits keeps its finished results; any change to data, sizes, seeds or analysis makes a new one.
+    """
+    body = {k: v for k, v in spec.items() if k not in ROUTING_KEYS}
+    blob = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 # ------------------------------------------------------------------------------- choosing
