@@ -225,6 +225,27 @@ def test_dense_search_ranks_by_cosine_and_filters_by_date(store: PaperStore,
         store.dense_search(["ok", "  "], n=5)
 
 
+def test_feedback_search_moves_the_query_toward_the_feedback_papers(store: PaperStore,
+                                                                    sample: list[Paper]) -> None:
+    query = "particle physics cross sections"
+    plain = store.dense_search([query], n=len(sample))[0]
+    # Without feedback papers (or with unknown ids) it is the plain dense ranking.
+    assert store.feedback_search(query, [], n=8) == plain[:8]
+    assert store.feedback_search(query, ["2999.99999"], n=8) == plain[:8]
+    # Rocchio: a paper far down the plain ranking, used as feedback, rises toward the top, and
+    # so do its nearest neighbours; the date floor still holds.
+    listing = [p for p in sample if p.published and p.published.year >= 2025]
+    target = listing[7].arxiv_id
+    before = [pid for pid, _ in plain].index(target)
+    after = [pid for pid, _ in store.feedback_search(query, [target], n=len(sample))]
+    assert before > 20 and after.index(target) < before / 2
+    since = date(2025, 9, 1)
+    moved = store.feedback_search(query, [target], n=8, since=since)
+    assert all(p.published >= since for p in store.get_many([i for i, _ in moved]).values())
+    with pytest.raises(BadInputError):
+        store.feedback_search("  ", [target], n=5)
+
+
 @pytest.mark.slow
 def test_parallel_document_embedding_keeps_input_order(shared_data: Path) -> None:
     import numpy as np

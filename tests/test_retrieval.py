@@ -173,6 +173,32 @@ def test_hybrid_fuses_lexical_and_an_outside_list(corpus_slice: Path, tmp_path: 
         HybridRetriever(None, None)
 
 
+def test_feedback_expands_a_query_with_the_heaviest_terms_of_the_top_papers(
+        corpus_slice: Path, tmp_path: Path):
+    from tools.corpus import iter_corpus
+    from tools.retrieval import WeightedQuery, _stemmer, _tokenize, document_text
+
+    index = LexicalIndex.for_corpus(corpus_slice, tmp_path, progress=False)
+    paper = next(p for p in iter_corpus(corpus_slice) if p.arxiv_id == IN_RANGE_RELEVANT)
+    own = set(_tokenize([document_text(paper.title, paper.abstract)], _stemmer(), ids=False)[0])
+    terms = index.expansion_terms([IN_RANGE_RELEVANT], "reinforcement learning", 10)
+    # Ten of the paper's own (stemmed) terms, none of the query's.
+    assert len(terms) == 10 and set(terms) <= own
+    assert not {"reinforc", "learn"} & set(terms)
+    assert index.expansion_terms(["2999.99999"], "reinforcement learning", 10) == []
+    # A query whose words the paper lacks finds it only through the expansion.
+    query = "quantum annealing hardware"
+    assert IN_RANGE_RELEVANT not in [pid for pid, _ in index.search([query], 151)[0]]
+    assert index.feedback_search(query, [IN_RANGE_RELEVANT], 5)[0][0] == IN_RANGE_RELEVANT
+    # In the retriever, feedback adds the expanded lead query's list to the fusion; off (0),
+    # the ranking is the plain one.
+    lead = [WeightedQuery("reasoning capacity of the base model")]
+    plain = HybridRetriever(index, None, feedback_papers=0).rank(lead, 20)
+    fed = HybridRetriever(index, None, feedback_papers=3).rank(lead, 20)
+    assert plain == HybridRetriever(index, None, feedback_papers=0).rank(lead, 20)
+    assert fed != plain and {pid for pid, _ in plain[:3]} <= {pid for pid, _ in fed[:10]}
+
+
 # --- the retrieve node on the real slice ----------------------------------------------------------
 def test_retrieve_finds_an_in_range_relevant_paper(isolated_env: Path, corpus_slice: Path,
                                                    seed_prompt: Path, tmp_path: Path):

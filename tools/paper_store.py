@@ -385,6 +385,37 @@ class PaperStore:
             for ids, distances in zip(result["ids"], result["distances"], strict=True)
         ]
 
+    def feedback_search(self, query: str, feedback_ids: list[str], n: int,
+                        since: date | None = None, beta: float = 0.5
+                        ) -> list[tuple[str, float]]:
+        """Rank the store by a query vector moved toward the stored vectors of ``feedback_ids``.
+
+        Rocchio's pseudo-relevance feedback: ``q' = q + beta * mean(feedback vectors)``,
+        normalized. Ids not in the store are ignored; with none left this is
+        :meth:`dense_search` of ``query``. Return up to ``n`` ``(arxiv_id, cosine to q')``.
+        """
+        text = " ".join(str(query).split())
+        if not text:
+            raise BadInputError("empty search query")
+        if n < 1:
+            raise BadInputError(f"n must be >= 1, got {n}")
+        total = self.count()
+        if total == 0:
+            return []
+        vector = np.asarray(self.embedder.embed_queries([text]), dtype=np.float32)[0]
+        found = self.collection.get(ids=list(dict.fromkeys(feedback_ids)),
+                                    include=["embeddings"]) if feedback_ids else None
+        stored = found["embeddings"] if found is not None else None
+        if stored is not None and len(stored):
+            vector = vector + beta * np.asarray(stored, dtype=np.float32).mean(axis=0)
+            vector /= max(float(np.linalg.norm(vector)), 1e-12)
+        result = self.collection.query(
+            query_embeddings=[vector.tolist()], n_results=min(n, total),
+            where=_where(since, None, None), include=["distances"])
+        return [(doc_id, round(1.0 - float(distance), 6))
+                for doc_id, distance in zip(result["ids"][0], result["distances"][0],
+                                            strict=True)]
+
     def _batch_size(self) -> int:
         return max(1, int(self.client.get_max_batch_size()))
 

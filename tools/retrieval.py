@@ -56,8 +56,18 @@ LIST_DEPTH = 100
 DENSE_WEIGHT = 1.0
 LEXICAL_WEIGHT = 1.0
 
+# Pseudo-relevance feedback: the first fused ranking's top papers are taken as relevant and the
+# claim is searched again, by BM25 with their ten heaviest terms added and by a dense vector moved
+# halfway toward their mean (Rocchio, beta 0.5: PaperStore.feedback_search). On the dev set (bench/retrieval_bench.py) this
+# found papers the claim's own words miss ("reasoning boundary", "RLVR" for a claim about RL
+# post-training); ten papers were better than three or five.
+FEEDBACK_PAPERS = 10
+FEEDBACK_TERMS = 10
+
 # (queries, n, since) -> per query, [(arxiv_id, score)] best first; the paper store's shape.
 DenseSearch = Callable[[list[str], int, "date | None"], list[list[tuple[str, float]]]]
+# (query, feedback ids, n, since) -> [(arxiv_id, score)] best first; PaperStore.feedback_search.
+DenseFeedback = Callable[[str, list[str], int, "date | None"], list[tuple[str, float]]]
 
 
 def corpus_fingerprint(path: Path | str) -> str:
@@ -108,6 +118,8 @@ class LexicalIndex:
         self.days = days
         self.path = path
         self._stemmer = _stemmer()
+        self._rows: dict[str, int] | None = None  # arxiv id -> document row, built on demand
+        self._names: dict[int, str] | None = None  # token id -> token, built on demand
 
     def __len__(self) -> int:
         """Return how many papers the index holds."""
@@ -182,6 +194,60 @@ class LexicalIndex:
         days = np.load(folder / "days.npy")
         return cls(retriever, ids, days, folder)
 
+    def _row_of(self) -> dict[str, int]:
+        if self._rows is None:
+            self._rows = {pid: row for row, pid in enumerate(self.ids)}
+        return self._rows
+
+    def expansion_terms(self, paper_ids: Sequence[str], query: str, m: int) -> list[str]:
+        """Return the ``m`` index terms carrying the most BM25 weight in ``paper_ids``.
+
+        Pseudo-relevance feedback (RM3-like, with the index's own BM25 weights as term
+        weights): each term's weight summed over the given papers, terms of ``query`` left out.
+        Terms are the index's stemmed tokens; papers not in the index are ignored.
+        """
+        rows = [self._row_of()[i] for i in paper_ids if i in self._row_of()]
+        if not rows or m < 1:
+            return []
+        scores = self.retriever.scores
+        indptr, indices, data = scores["indptr"], scores["indices"], scores["data"]
+        # Column t of the token-by-paper matrix is indices[indptr[t]:indptr[t + 1]].
+        positions = np.flatnonzero(np.isin(indices, np.asarray(rows, dtype=indices.dtype)))
+        tokens = np.searchsorted(indptr, positions, side="right") - 1
+        weight = np.bincount(tokens, weights=data[positions], minlength=len(indptr))
+        if self._names is None:
+            self._names = {tid: tok for tok, tid in self.retriever.vocab_dict.items()}
+        have = set(_tokenize([query], self._stemmer, ids=False)[0])
+        out: list[str] = []
+        for tid in np.argsort(-weight, kind="stable"):
+            if weight[tid] <= 0 or len(out) == m:
+                break
+            token = self._names.get(int(tid), "")
+            if token and token not in have:
+                out.append(token)
+        return out
+
+    def feedback_search(self, query: str, paper_ids: Sequence[str], n: int,
+                        since: date | None = None, terms: int = 10
+                        ) -> list[tuple[str, float]]:
+        """Rank papers by BM25 of ``query`` plus the ``terms`` best terms of ``paper_ids``."""
+        tokens = _tokenize([query], self._stemmer, ids=False)[0]
+        tokens = list(tokens) + self.expansion_terms(paper_ids, query, terms)
+        return self._ranked(tokens, n, since)
+
+    def _ranked(self, tokens: list[str], n: int, since: date | None
+                ) -> list[tuple[str, float]]:
+        if not tokens or n < 1:
+            return []
+        mask = None
+        if since is not None:
+            mask = (self.days >= _day_int(since)).astype(np.float32)
+        docs, scores = self.retriever.retrieve([tokens], k=min(n, len(self.ids)),
+                                               show_progress=False, weight_mask=mask,
+                                               n_threads=0)
+        return [(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0], strict=True)
+                if s > 0]
+
     def search(self, queries: Sequence[str], n: int, since: date | None = None
                ) -> list[list[tuple[str, float]]]:
         """Rank papers for each query by BM25; keep at most ``n`` with a positive score.
@@ -191,20 +257,8 @@ class LexicalIndex:
         """
         if n < 1 or not queries:
             return [[] for _ in queries]
-        mask = None
-        if since is not None:
-            mask = (self.days >= _day_int(since)).astype(np.float32)
-        k = min(n, len(self.ids))
-        out: list[list[tuple[str, float]]] = []
-        for tokens in _tokenize(list(queries), self._stemmer, ids=False):
-            if not tokens:
-                out.append([])
-                continue
-            docs, scores = self.retriever.retrieve([tokens], k=k, show_progress=False,
-                                                   weight_mask=mask, n_threads=0)
-            out.append([(self.ids[int(d)], float(s)) for d, s in zip(docs[0], scores[0],
-                                                                     strict=True) if s > 0])
-        return out
+        return [self._ranked(list(tokens), n, since)
+                for tokens in _tokenize(list(queries), self._stemmer, ids=False)]
 
 
 @dataclass(frozen=True)
@@ -223,13 +277,22 @@ class HybridRetriever:
     """
 
     def __init__(self, lexical: LexicalIndex | None, dense: DenseSearch | None,
-                 *, depth: int = LIST_DEPTH, lexical_weight: float = LEXICAL_WEIGHT,
-                 dense_weight: float = DENSE_WEIGHT) -> None:
-        """Keep the rankers; ``depth`` ids are taken from each list before fusion."""
+                 *, dense_feedback: DenseFeedback | None = None,
+                 feedback_papers: int = FEEDBACK_PAPERS, depth: int = LIST_DEPTH,
+                 lexical_weight: float = LEXICAL_WEIGHT, dense_weight: float = DENSE_WEIGHT
+                 ) -> None:
+        """Keep the rankers; ``depth`` ids are taken from each list before fusion.
+
+        With ``feedback_papers`` > 0, :meth:`rank` searches the lead query a second time with
+        pseudo-relevance feedback from that many top papers: BM25 expansion when there is a
+        lexical index, Rocchio when ``dense_feedback`` is given. 0 turns feedback off.
+        """
         if lexical is None and dense is None:
             raise ValueError("hybrid retrieval needs a lexical index, a dense search or both")
         self.lexical = lexical
         self.dense = dense
+        self.dense_feedback = dense_feedback
+        self.feedback_papers = feedback_papers
         self.depth = depth
         self.lexical_weight = lexical_weight
         self.dense_weight = dense_weight
@@ -239,7 +302,8 @@ class HybridRetriever:
         """Return the ``n`` best ``(arxiv_id, fused score)`` for the queries, best first.
 
         ``since`` bounds the publication date below (inclusive); ``extra`` adds ranked id lists
-        from elsewhere (e.g. live arXiv) with their weights. Blank queries are ignored.
+        from elsewhere (e.g. live arXiv) with their weights. Blank queries are ignored. The
+        first query is the lead (the claim itself): feedback, when on, expands it alone.
         """
         queries = [q for q in queries if q.text.strip()]
         texts = [q.text for q in queries]
@@ -256,7 +320,21 @@ class HybridRetriever:
         for ids, weight in extra:
             rankings.append(list(ids))
             weights.append(weight)
-        return reciprocal_rank_fusion(rankings, weights)[:n]
+        fused = reciprocal_rank_fusion(rankings, weights)
+        if self.feedback_papers > 0 and queries and fused:
+            lead = queries[0]
+            top = [pid for pid, _ in fused[:self.feedback_papers]]
+            if self.lexical is not None:
+                hits = self.lexical.feedback_search(lead.text, top, self.depth, since,
+                                                    FEEDBACK_TERMS)
+                rankings.append([pid for pid, _ in hits])
+                weights.append(self.lexical_weight * lead.weight)
+            if self.dense_feedback is not None:
+                hits = self.dense_feedback(lead.text, top, self.depth, since)
+                rankings.append([pid for pid, _ in hits])
+                weights.append(self.dense_weight * lead.weight)
+            fused = reciprocal_rank_fusion(rankings, weights)
+        return fused[:n]
 
 
 def cosine_relevance(embed: Callable[[list[str]], Any], claim: str, documents: list[str]

@@ -184,10 +184,12 @@ def _retriever(ctx: RunContext, store: PaperStore | None) -> HybridRetriever | N
         ctx.emit("retrieve", f"BM25 index of {corpus.name}")
         lexical = LexicalIndex.for_corpus(corpus, ctx.settings.data_dir,
                                           progress=ctx.options.progress_bars)
-    dense = store.dense_search if store is not None and store.count() else None
+    stored = store is not None and store.count() > 0
+    dense = store.dense_search if stored else None  # type: ignore[union-attr]
+    feedback = store.feedback_search if stored else None  # type: ignore[union-attr]
     if lexical is None and dense is None:
         return None
-    return HybridRetriever(lexical, dense)
+    return HybridRetriever(lexical, dense, dense_feedback=feedback)
 
 
 def select_evidence(fused: list[tuple[str, float]], papers: dict[str, Paper], claim: Claim,
