@@ -1,7 +1,7 @@
 """Training throughput of the fine-tuning recipes: tokens/s of LoRA SFT, full SFT and LoRA DPO.
 
-Runs :func:`evals.recipes.finetune.finetune` on the same synthetic arithmetic items in each mode (DPO's
-rejected replies are perturbed answers) and prints training tokens/s of each, with the ratios
+Runs :func:`evals.recipes.finetune.finetune` on the same synthetic arithmetic items in each mode
+(DPO's rejected replies are perturbed answers) and prints training tokens/s of each, with the ratios
 LoRA / full SFT and DPO / LoRA SFT measured in the same run. Not a timed test; numbers depend on
 the machine (and, on a shared machine, on its load).
 
