@@ -94,3 +94,36 @@ def test_examples_prompt_of_our_own_parses_fully() -> None:
     assert [a["arxiv_id"] for a in brief["anchors"]] == ["2504.03846", "2504.09946", "2506.13639"]
     assert all(a["valid"] for a in brief["anchors"])
     assert len(brief["tasks"]) == 3
+
+
+def test_coverage_counts_cited_relevant_papers_and_stance_agreement(rows, tmp_path):
+    import subprocess
+    import sys
+
+    claim = next(r for r in rows if r["relevant"])
+    labelled = [r for r in rows if r["claim"] == claim["claim"]]
+    relevant = [r for r in labelled if r["relevant"]]
+    unrelated = [r for r in labelled if not r["relevant"]]
+    evidence = [{"arxiv_id": relevant[0]["arxiv_id"], "stance": relevant[0]["stance"]},
+                {"arxiv_id": "2999.99999", "stance": "supports"}]
+    if len(relevant) > 1:  # a second relevant paper with the wrong stance
+        evidence.append({"arxiv_id": relevant[1]["arxiv_id"], "stance": "unrelated"})
+    if unrelated:
+        evidence.append({"arxiv_id": unrelated[0]["arxiv_id"], "stance": "supports"})
+    report = {"claims": [{"id": "X1", "text": "  " + claim["claim"], "verdict": "unresolved",
+                          "evidence": evidence},
+                         {"id": "X2", "text": "not a dev-set claim", "evidence": []}]}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report), encoding="utf-8")
+    script = REPO / "evals" / "devset" / "coverage.py"
+    done = subprocess.run([sys.executable, str(script), str(path), "--json"],
+                          capture_output=True, text=True, check=True)
+    out = json.loads(done.stdout)
+    cited = min(2, len(relevant))
+    assert out["relevant"] == len(relevant) and out["cited_relevant"] == cited
+    [row] = out["claims"]
+    assert row["stance_agrees"] == 1 and row["cited_unlabelled"] == 1
+    assert row["cited_unrelated"] == (1 if unrelated else 0)
+    path.write_text(json.dumps({"claims": [report["claims"][1]]}), encoding="utf-8")
+    bad = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
