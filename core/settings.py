@@ -13,6 +13,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -43,10 +44,47 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LLMSettings(_Strict):
-    """Which OpenAI-compatible server judges; an empty base URL starts the embedded vLLM."""
+def split_base_urls(value: str | list[str]) -> list[str]:
+    """Return the base URLs in ``value``: one URL, a comma-separated list, or a list of them.
 
-    base_url: str = ""
+    Each URL is stripped of blanks and a trailing ``/``; empty entries are dropped, so ``""``
+    (the embedded server) gives ``[]``. Raise ValueError with one line naming a URL that is not
+    ``http(s)://host[:port][/path]`` or one listed twice.
+    """
+    parts = [value] if isinstance(value, str) else list(value)
+    urls: list[str] = []
+    for part in parts:
+        for raw in str(part).split(","):
+            url = raw.strip().rstrip("/")
+            if not url:
+                continue
+            _check_url(url)
+            if url in urls:
+                raise ValueError(f"LLM endpoint {url} is listed twice")
+            urls.append(url)
+    return urls
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check: "http://h:x" raises here
+    except ValueError as exc:
+        raise ValueError(f"malformed LLM endpoint URL {url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(
+            c.isspace() for c in url) or parts.query or parts.fragment:
+        raise ValueError(f"malformed LLM endpoint URL {url!r} (want http(s)://host[:port]/v1; "
+                         "several are separated by commas)")
+
+
+class LLMSettings(_Strict):
+    """Which OpenAI-compatible server(s) judge; an empty base URL starts the embedded vLLM.
+
+    ``base_url`` is one URL, or several (a TOML list, or commas in ``RETEST_LLM_BASE_URL``):
+    requests are then spread over them and fail over when one dies (tools/endpoint_pool.py).
+    """
+
+    base_url: str | list[str] = ""
     model: str = ""
     # A secret: read from RETEST_LLM_API_KEY only (load_settings refuses it in retest.toml);
     # SecretStr keeps it out of reprs, dumps and logs.
@@ -55,6 +93,16 @@ class LLMSettings(_Strict):
     max_retries: int = Field(default=3, ge=0, le=10)
     temperature: float = Field(default=0.0, ge=0)
     seed: int = 0
+
+    @field_validator("base_url")
+    @classmethod
+    def _valid_urls(cls, value: str | list[str]) -> str | list[str]:
+        split_base_urls(value)  # raises ValueError naming the malformed URL
+        return value.strip() if isinstance(value, str) else [u.strip() for u in value]
+
+    def base_urls(self) -> list[str]:
+        """Return the configured base URLs (``[]`` means: start the embedded server)."""
+        return split_base_urls(self.base_url)
 
 
 class EmbeddedServerSettings(_Strict):
