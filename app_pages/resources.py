@@ -43,7 +43,8 @@ def _llm(base_url: str, model: str, data_dir: str) -> Any:
 
 def llm(current: Settings) -> Any:
     """Return the chat client (the embedded vLLM server starts on first use without an endpoint)."""
-    return _llm(current.llm.base_url, current.llm.model, str(current.data_dir.resolve()))
+    return _llm(",".join(current.llm.base_urls()), current.llm.model,
+                str(current.data_dir.resolve()))
 
 
 @st.cache_resource(show_spinner=False)

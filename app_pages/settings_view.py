@@ -13,7 +13,7 @@ def render() -> None:
     st.header("Settings")
     current = resources.settings()
     if current.llm.base_url:
-        endpoint = current.llm.base_url
+        endpoint = ", ".join(current.llm.base_urls())  # several: spread, with failover
         model = current.llm.model or "(first model the server lists)"
     else:
         endpoint = f"embedded vLLM on {current.server.host} (started on demand)"

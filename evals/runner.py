@@ -8,9 +8,10 @@ otherwise, and every generation setting is written into each result line.
 
 :func:`run_eval` appends one JSON line per (item, model, variant) to ``results.jsonl`` as each
 request completes (flushed and fsynced), so a crash or SIGKILL loses at most the requests in
-flight; a rerun skips the keys already written. Requests go through the project's one transport,
-:class:`tools.transport.Endpoint`: retried with backoff, and a dead embedded server restarted by
-the ``restart`` its creator passes in (``EmbeddedServer.ensure_running``).
+flight; a rerun skips the keys already written. Requests go through the project's one transport
+(:func:`tools.endpoint_pool.connect`): retried with backoff, a dead embedded server restarted by
+the ``restart`` its creator passes in (``EmbeddedServer.ensure_running``), and a model served by
+several servers spread over them with failover (:class:`tools.endpoint_pool.EndpointPool`).
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ from tqdm import tqdm
 
 from core.errors import ServiceError
 from core.fsutil import WriteError
+from core.settings import split_base_urls
 from evals import scoring
 from evals.items import Item
-from tools.transport import Endpoint, seed_field
+from tools.endpoint_pool import connect
+from tools.transport import seed_field
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +102,15 @@ class GenerationSettings:
 class OpenAISampler:
     """A model behind an OpenAI-compatible server (vLLM), with retries and server recovery."""
 
-    def __init__(self, name: str, base_url: str, served_model: str, *, api: str,
+    def __init__(self, name: str, base_url: str | Sequence[str], served_model: str, *, api: str,
                  gen: GenerationSettings, api_key: str = "EMPTY",
                  restart: Callable[[], str] | None = None) -> None:
         """Talk to ``served_model`` at ``base_url`` (ending in ``/v1``).
 
-        ``api`` is ``"chat"`` or ``"completions"``. ``restart`` (for the embedded server) brings
-        a dead server back and returns its possibly new base URL.
+        ``base_url`` may list several servers of the model (a list, or commas): requests are
+        then spread over them with failover. ``api`` is ``"chat"`` or ``"completions"``.
+        ``restart`` (for the embedded server, one URL) brings a dead server back and returns its
+        possibly new base URL.
         """
         if api not in ("chat", "completions"):
             raise ValueError(f"api must be 'chat' or 'completions', not {api!r}")
@@ -116,12 +121,16 @@ class OpenAISampler:
         self.api_key = api_key
         # Options repeat across items (numbers, "up"/"down"): tokenize each text once.
         self._token_cache: dict[tuple[str, bool], list[int]] = {}
-        self.endpoint = Endpoint(base_url, api_key=api_key, timeout_s=gen.timeout_s,
-                                 max_retries=gen.max_retries, restart=restart, name=name)
+        urls = split_base_urls(base_url if isinstance(base_url, str) else list(base_url))
+        self.endpoint = connect(urls, api_key=api_key, timeout_s=gen.timeout_s,
+                                max_retries=gen.max_retries, restart=restart, name=name)
 
     @property
     def base_url(self) -> str:
-        """The server's current base URL (it may move when the embedded server restarts)."""
+        """The server's current base URL; it may move when the embedded server restarts.
+
+        A model on several servers lists them all, comma-separated.
+        """
         return self.endpoint.base_url
 
     def settings(self) -> dict[str, Any]:
@@ -159,9 +168,10 @@ class OpenAISampler:
         start = time.perf_counter()
 
         def once(client: OpenAI) -> tuple[list[float], int]:
-            context = self._context_ids(prompt)
+            context = self._context_ids(client, prompt)
             sep = "" if self.api == "chat" else " "  # a chat reply starts fresh
-            option_ids = [self._tokenize(sep + opt.strip(), special=False) for opt in options]
+            option_ids = [self._tokenize(client, sep + opt.strip(), special=False)
+                          for opt in options]
             prompts = scoring.loglik_token_prompts(context, option_ids)
             response = client.completions.create(
                 model=self.served_model, prompt=prompts, max_tokens=0, echo=True, logprobs=1,
@@ -176,25 +186,28 @@ class OpenAISampler:
         return SampleResult(text=options[picked], latency_s=time.perf_counter() - start,
                             attempts=attempts, prompt_tokens=n_tokens, option_logprobs=scores)
 
-    def _context_ids(self, prompt: str) -> list[int]:
+    def _context_ids(self, client: OpenAI, prompt: str) -> list[int]:
         if self.api == "chat":
             payload: dict[str, Any] = {"messages": [{"role": "user", "content": prompt}],
                                        "add_generation_prompt": True}
         else:
             payload = {"prompt": prompt, "add_special_tokens": True}
-        return self._post_tokenize(payload)
+        return self._post_tokenize(client, payload)
 
-    def _tokenize(self, text: str, *, special: bool) -> list[int]:
+    def _tokenize(self, client: OpenAI, text: str, *, special: bool) -> list[int]:
         key = (text, special)
         cached = self._token_cache.get(key)
         if cached is None:
-            cached = self._post_tokenize({"prompt": text, "add_special_tokens": special})
+            cached = self._post_tokenize(client, {"prompt": text, "add_special_tokens": special})
             self._token_cache[key] = cached  # a race only tokenizes twice, never wrongly
         return cached
 
-    def _post_tokenize(self, payload: dict[str, Any]) -> list[int]:
-        # Called inside a request that Endpoint.call already retries: no retry loop of its own.
-        reply = requests.post(f"{self.endpoint.root_url}/tokenize",
+    def _post_tokenize(self, client: OpenAI, payload: dict[str, Any]) -> list[int]:
+        # Called inside a request that the transport already retries: no retry loop of its own.
+        # The root comes from the client the request was handed, so tokenizing goes to the same
+        # server as the scoring request (a pool may have moved it off a dead one).
+        root = str(client.base_url).rstrip("/").removesuffix("/v1")
+        reply = requests.post(f"{root}/tokenize",
                               json={"model": self.served_model, **payload},
                               timeout=self.gen.timeout_s)
         if reply.status_code >= 500:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import BadInputError
+from core.settings import split_base_urls
 from evals.variants import KINDS
 from tools.embedded_models import EMBEDDED_MODELS
 
@@ -112,7 +113,9 @@ class ModelSpec(_Strict):
     """One model under test."""
 
     role: Literal["base", "fine_tuned", "model_a", "model_b"]
-    endpoint: str = "embedded"  # "embedded" or an OpenAI-compatible base URL ending in /v1
+    # "embedded", or an OpenAI-compatible base URL ending in /v1, or several servers of the
+    # model (a list, or commas): requests are then spread over them with failover.
+    endpoint: str | list[str] = "embedded"
     model: str  # packaged key when embedded, else the served model name
     name: str | None = None  # label in results; default: the served name
     api: Literal["auto", "chat", "completions"] = "auto"
@@ -138,8 +141,13 @@ class ModelSpec(_Strict):
         if self.endpoint == "embedded" and self.model not in EMBEDDED_MODELS:
             known = ", ".join(sorted(EMBEDDED_MODELS))
             raise ValueError(f"unknown embedded model '{self.model}' (known: {known})")
-        if self.endpoint != "embedded" and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint must be 'embedded' or an http(s) URL: {self.endpoint!r}")
+        if self.endpoint != "embedded":
+            try:
+                urls = split_base_urls(self.endpoint)
+            except ValueError as exc:
+                raise ValueError(f"endpoint must be 'embedded' or http(s) URLs: {exc}") from None
+            if not urls:
+                raise ValueError("endpoint must be 'embedded' or http(s) URLs, not empty")
         return self
 
     @property

@@ -2,9 +2,11 @@
 
 Every node, command and app page gets its chat model from :func:`make_llm`; none builds an
 ``openai`` client of its own. The client speaks to any OpenAI-compatible server: the embedded
-vLLM server (started on demand when ``llm.base_url`` is empty) or a configured endpoint. Every
-request goes through :class:`tools.transport.Endpoint` (retries, backoff, and a restart that only
-the embedded server's client is given).
+vLLM server (started on demand when ``llm.base_url`` is empty) or the configured endpoint(s).
+Every request goes through a :class:`tools.transport.Transport`: one
+:class:`tools.transport.Endpoint` (retries, backoff, and a restart that only the embedded server's
+client is given), or, when ``llm.base_url`` lists several servers, an
+:class:`tools.endpoint_pool.EndpointPool` that spreads requests over them and fails over.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from pydantic import BaseModel, ValidationError
 
 from core.errors import ServiceError
 from core.settings import Settings
+from tools.endpoint_pool import EndpointPool
 from tools.server_lifecycle import Purpose
-from tools.transport import Endpoint, seed_field
+from tools.transport import Endpoint, Transport, seed_field
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +68,9 @@ class TokenUsage:
 class LLMClient:
     """A chat model behind an OpenAI-compatible endpoint, with usage counting and JSON helpers."""
 
-    def __init__(self, endpoint: Endpoint, model: str, *, temperature: float = 0.0,
+    def __init__(self, endpoint: Transport, model: str, *, temperature: float = 0.0,
                  seed: int = 0) -> None:
-        """Talk to ``model`` through ``endpoint`` (which owns retries and any restart)."""
+        """Talk to ``model`` through ``endpoint`` (which owns retries, failover, any restart)."""
         self.endpoint = endpoint
         self.model = model
         self.temperature = temperature
@@ -81,7 +84,7 @@ class LLMClient:
 
     @property
     def base_url(self) -> str:
-        """The server's current base URL, ending in ``/v1``."""
+        """The server's current base URL, ending in ``/v1`` (a pool lists all its servers)."""
         return self.endpoint.base_url
 
     def chat(self, messages: list[Message], *, max_tokens: int = 512, **extra: Any) -> str:
@@ -202,16 +205,24 @@ def make_llm(settings: Settings, *, model: str | None = None,
     With ``llm.base_url`` empty, start (or reuse) the embedded vLLM server and talk to it; a
     crashed embedded server is restarted when a call fails. Otherwise use the configured endpoint
     and model as given (never restarted, never redirected); ``model`` overrides the configured
-    model name. ``server_purpose`` "detached" (the app) keeps the embedded server until it idles
-    instead of stopping it when this process exits.
+    model name. With several URLs the client spreads its requests over them and fails over when
+    one dies (:class:`tools.endpoint_pool.EndpointPool`); without a model name they must all
+    serve the same model (BadInputError otherwise). ``server_purpose`` "detached" (the app) keeps
+    the embedded server until it idles instead of stopping it when this process exits.
     """
     llm = settings.llm
+    urls = llm.base_urls()
+    key = llm.api_key.get_secret_value()
+    if len(urls) > 1:
+        pool = EndpointPool.of(urls, api_key=key, timeout_s=llm.timeout_s,
+                               max_retries=llm.max_retries)
+        served = model or llm.model or pool.served_model()
+        return LLMClient(pool, served, temperature=llm.temperature, seed=llm.seed)
     restart = None
-    if llm.base_url:
-        base_url, served = llm.base_url.rstrip("/"), model or llm.model
+    if urls:
+        base_url, served = urls[0], model or llm.model
         if not served:
-            served = _first_served_model(base_url, llm.api_key.get_secret_value(),
-                                         llm.timeout_s)
+            served = _first_served_model(base_url, key, llm.timeout_s)
     else:
         from tools.vllm_server import EmbeddedServer
 
@@ -219,8 +230,8 @@ def make_llm(settings: Settings, *, model: str | None = None,
         base_url = server.ensure_running(server_purpose)
         served = server.served_name
         restart = functools.partial(server.ensure_running, server_purpose)
-    endpoint = Endpoint(base_url, api_key=llm.api_key.get_secret_value(),
-                        timeout_s=llm.timeout_s, max_retries=llm.max_retries, restart=restart,
+    endpoint = Endpoint(base_url, api_key=key, timeout_s=llm.timeout_s,
+                        max_retries=llm.max_retries, restart=restart,
                         name=f"LLM server ({served})")
     return LLMClient(endpoint, served, temperature=llm.temperature, seed=llm.seed)
 

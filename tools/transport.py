@@ -1,8 +1,9 @@
 """The one way the project talks to an OpenAI-compatible server: timeouts, retries, restarts.
 
 Both the agent's chat client (:class:`tools.llm.LLMClient`) and the eval sampler
-(:class:`evals.runner.OpenAISampler`) hold an :class:`Endpoint` and send every request through
-:meth:`Endpoint.call`, so retrying, backing off and bringing a dead server back are written once.
+(:class:`evals.runner.OpenAISampler`) hold a :class:`Transport` (one :class:`Endpoint`, or several
+in a :class:`tools.endpoint_pool.EndpointPool`) and send every request through its ``call``, so
+retrying, backing off, failing over and bringing a dead server back are written once.
 
 The restart is passed in, never global: only a client of the embedded server gets one
 (``EmbeddedServer.ensure_running``), so a client of a remote URL can never wander to the embedded
@@ -15,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import openai
@@ -48,6 +49,42 @@ def seed_field(temperature: float, seed: int) -> dict[str, int]:
     their results are recorded, not bit-reproducible.
     """
     return {"seed": seed} if temperature == 0 else {}
+
+
+class Transport(Protocol):
+    """What a client needs from the way to its server(s).
+
+    An :class:`Endpoint`, or several in a :class:`tools.endpoint_pool.EndpointPool`; clients
+    depend on this, never on which of the two they hold.
+    """
+
+    @property
+    def base_url(self) -> str:
+        """The base URL (ending in ``/v1``) for messages; a pool lists all of its own."""
+        ...
+
+    @property
+    def root_url(self) -> str:
+        """The server root, for messages (requests go through :meth:`post_root`)."""
+        ...
+
+    @property
+    def client(self) -> OpenAI:
+        """An ``openai`` client for a request that cannot go through :meth:`call` (streaming)."""
+        ...
+
+    @property
+    def restartable(self) -> bool:
+        """Whether a dead server is brought back."""
+        ...
+
+    def call(self, request: Callable[[OpenAI], T]) -> tuple[T, int]:
+        """Run ``request(client)`` with retries; return its result and the attempts it took."""
+        ...
+
+    def post_root(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` to ``<root><path>`` with retries; return the JSON reply."""
+        ...
 
 
 class Endpoint:

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from openai import OpenAI
 from tqdm import tqdm
 
 from core.errors import BadInputError
@@ -147,15 +146,14 @@ def sample_counts(sampler: OpenAISampler, items: Sequence[Item], n: int, method:
     """Draw ``n`` replies per item in one request each; append a line per item; return by id.
 
     Each line holds the replies, how many ``method`` scores correct and the decoding settings.
-    Lines already in ``path`` for this model are kept (a rerun resumes). The request goes to the
-    sampler's server with the openai client's own retries; ``n > 1`` is one vLLM request.
+    Lines already in ``path`` for this model are kept (a rerun resumes). The request goes
+    through the sampler's transport (retries, the embedded server's restart, failover across
+    several servers); ``n > 1`` is one vLLM request.
     """
     done = {str(r["item_id"]): r for r in read_results(path) if r["model"] == sampler.name}
     todo = [item for item in items if item.id not in done]
     if not todo:
         return done
-    client = OpenAI(base_url=sampler.base_url, api_key="EMPTY", timeout=gen.timeout_s,
-                    max_retries=gen.max_retries)
     settings = {**sampler.settings(), "n": n, "temperature": gen.temperature, "seed": None}
 
     def draw(item: Item) -> dict[str, Any]:
@@ -168,11 +166,12 @@ def sample_counts(sampler: OpenAISampler, items: Sequence[Item], n: int, method:
         if gen.stop:
             common["stop"] = gen.stop
         if sampler.api == "chat":
-            reply = client.chat.completions.create(
-                messages=[{"role": "user", "content": prompt}], **common)
+            reply, _ = sampler.endpoint.call(lambda client: client.chat.completions.create(
+                messages=[{"role": "user", "content": prompt}], **common))
             texts = [c.message.content or "" for c in sorted(reply.choices, key=lambda c: c.index)]
         else:
-            reply = client.completions.create(prompt=prompt, **common)
+            reply, _ = sampler.endpoint.call(
+                lambda client: client.completions.create(prompt=prompt, **common))
             texts = [c.text or "" for c in sorted(reply.choices, key=lambda c: c.index)]
         correct = [bool(scoring.score_text(method, t, item)) for t in texts]
         return {"item_id": item.id, "model": sampler.name, "variant": "original",
