@@ -121,8 +121,8 @@ def two() -> Iterator[tuple[ChatServer, ChatServer]]:
 
 
 def _pool(*servers: ChatServer, max_retries: int = 2, cooldown_s: float = 30.0,
-          clock=time.monotonic) -> EndpointPool:
-    members = [Endpoint(s.url, max_retries=0, timeout_s=5) for s in servers]
+          clock=time.monotonic, timeout_s: float = 5.0) -> EndpointPool:
+    members = [Endpoint(s.url, max_retries=0, timeout_s=timeout_s) for s in servers]
     return EndpointPool(members, max_retries=max_retries, backoff_base_s=0.0,
                         cooldown_s=cooldown_s, clock=clock)
 
@@ -233,6 +233,19 @@ def test_request_in_flight_on_a_server_that_hangs_up_moves_to_another(
     assert _ask(LLMClient(pool, "m"), "q0") == "b:q0"
     assert a.received == ["q0"] and a.answered == [] and b.answered == ["q0"]
     assert pool.down() == [a.url]
+
+
+def test_a_request_that_times_out_moves_to_another_server(isolated_env: Path) -> None:
+    hung, fast = ChatServer("hung", delay_s=3.0), ChatServer("fast")
+    try:
+        pool = _pool(hung, fast, timeout_s=0.5)
+        started = time.monotonic()
+        assert _ask(LLMClient(pool, "m"), "q0") == "fast:q0"  # tried on the hung one first
+        assert hung.received == ["q0"] and time.monotonic() - started < 2.5
+        assert pool.down() == [hung.url]
+    finally:
+        hung.stop()
+        fast.stop()
 
 
 def test_down_server_gets_work_again_after_its_cool_down(
