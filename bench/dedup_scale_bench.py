@@ -23,11 +23,8 @@ import hashlib
 import json
 import random
 import resource
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +33,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from scale_servers import ServerUnavailable, redis_server  # noqa: E402
 
 from evals.dedup import label_test_items  # noqa: E402
 from evals.dedup.lsh_store import RedisLSHStore, label_streaming  # noqa: E402
@@ -95,30 +95,6 @@ def run_child(mode: str, n: int, n_test: int, url: str, processes: int) -> None:
                       "labels_sha": hashlib.sha256(json.dumps(labels).encode()).hexdigest()[:16]}))
 
 
-@contextlib.contextmanager
-def redis_server() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server not installed (apt-get install redis-server)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    root = tempfile.mkdtemp(prefix="retest-bench-redis-")
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", root],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def child(mode: str, args: argparse.Namespace, url: str) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--n", str(args.n), "--test",
            str(args.test), "--processes", str(args.processes), "--url", url]
@@ -137,7 +113,11 @@ def main() -> None:
     if args.child:
         run_child(args.child, args.n, args.test, args.url, args.processes)
         return
-    with redis_server() as url:
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(redis_server())
+        except ServerUnavailable as exc:
+            sys.exit(str(exc))
         memory = child("memory", args, url)
         print(json.dumps(memory), flush=True)
         redis_run = child("redis", args, url)

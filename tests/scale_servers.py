@@ -1,9 +1,12 @@
-"""Real PostgreSQL and Redis servers for the scaling tests, started on 127.0.0.1 in temp dirs.
+"""Real servers for the scaling tests and benches, started on 127.0.0.1 in temp dirs.
 
-Both come from Debian's packages (``postgresql``, ``redis-server``; scripts/ci_deps.sh installs
-them). Where a binary is absent the fixture skips with a reason naming the package. PostgreSQL
-refuses to run as root, so as root the cluster is created and run as the ``postgres`` user
-(which Debian's package creates) in a directory that user owns.
+PostgreSQL and Redis come from Debian's packages (``postgresql``, ``redis-server``;
+scripts/ci_deps.sh installs them); Chroma is the ``chroma`` CLI of the chromadb package beside
+the running Python. Where a program is absent the starter raises :class:`ServerUnavailable`
+naming what to install: a test wraps the starter in :func:`or_skip`, a bench (``bench/*``
+imports this module too) reports it and exits. PostgreSQL refuses to run as root, so as root
+the cluster is created and run as the ``postgres`` user (which Debian's package creates) in a
+directory that user owns. Every server is stopped on the way out, also when the caller fails.
 """
 
 from __future__ import annotations
@@ -14,12 +17,39 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple, TypeVar
 
-import pytest
+T = TypeVar("T")
+
+
+class ServerUnavailable(RuntimeError):
+    """The server's program (or the user to run it as) is missing; the message says which."""
+
+
+class ChromaServer(NamedTuple):
+    """A running ``chroma run``: its base URL and process id (a bench polls its memory)."""
+
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def or_skip(server: contextlib.AbstractContextManager[T]) -> Iterator[T]:
+    """Enter a server's context in a test; skip the test when the server is unavailable."""
+    import pytest
+
+    with contextlib.ExitStack() as stack:
+        try:
+            value = stack.enter_context(server)
+        except ServerUnavailable as exc:
+            pytest.skip(str(exc))
+        yield value
 
 
 def free_port() -> int:
@@ -43,7 +73,8 @@ def _as_postgres(cmd: list[str]) -> list[str]:
         return cmd
     runuser = shutil.which("runuser")
     if runuser is None:
-        pytest.skip("running as root without runuser: cannot start PostgreSQL as 'postgres'")
+        raise ServerUnavailable("running as root without runuser: cannot start PostgreSQL as "
+                                "'postgres'")
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
@@ -52,14 +83,15 @@ def postgres_server() -> Iterator[str]:
     """Start a throwaway PostgreSQL cluster on 127.0.0.1; yield its ``postgresql://`` URL."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if initdb is None or pg_ctl is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed: "
-                    "apt-get install postgresql")
+        raise ServerUnavailable("PostgreSQL server binaries (initdb, pg_ctl) not installed: "
+                                "apt-get install postgresql")
     if os.geteuid() == 0:
         try:
             import pwd
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and no 'postgres' user to run PostgreSQL as")
+            raise ServerUnavailable("running as root and no 'postgres' user to run PostgreSQL "
+                                    "as") from None
     # Not under pytest's tmp_path: its parents are private to root, and the server runs as
     # 'postgres'.
     root = Path(tempfile.mkdtemp(prefix="retest-pg-"))
@@ -85,26 +117,73 @@ def postgres_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
+def serving(cmd: list[str], ready: Callable[[], bool], what: str,
+            timeout_s: float = 60.0) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``cmd``, wait until ``ready()`` is true, yield the process; stop it on the way out.
+
+    Raise RuntimeError when the process exits or is not ready within ``timeout_s``. The server
+    gets SIGTERM, then SIGKILL if it has not exited 30 s later.
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start (exit status {proc.poll()})")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def _accepts(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        return True
+    return False
+
+
+@contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Start a throwaway ``redis-server`` on 127.0.0.1 (no persistence); yield ``redis://`` URL."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server not installed: apt-get install redis-server")
+        raise ServerUnavailable("redis-server not installed: apt-get install redis-server")
     root = Path(tempfile.mkdtemp(prefix="retest-redis-"))
     port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(root)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+           "no", "--dir", str(root)]
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
+        with serving(cmd, lambda: _accepts(port), f"redis-server on port {port}", 30):
+            yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def chroma_server(path: Path) -> Iterator[ChromaServer]:
+    """Start ``chroma run`` on 127.0.0.1 with its data in ``path``; yield its URL and pid.
+
+    Ready when ``/api/v2/heartbeat`` answers. The data directory is left for the caller.
+    """
+    exe = shutil.which("chroma", path=str(Path(sys.executable).parent))
+    if exe is None:
+        raise ServerUnavailable("the chromadb package's `chroma` CLI is not installed beside "
+                                f"{sys.executable}")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).close()  # noqa: S310
+        except OSError:
+            return False
+        return True
+
+    cmd = [exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)]
+    with serving(cmd, ready, f"the Chroma server on port {port}") as proc:
+        yield ChromaServer(url, proc.pid)

@@ -485,37 +485,11 @@ def test_cli_bad_input_is_one_line_exit_2(argv: list[str], isolated_env: Path,
 @pytest.fixture()
 def chroma_server(tmp_path: Path) -> Iterator[str]:
     """A real Chroma server (the ``chroma`` CLI of the chromadb package) on 127.0.0.1."""
-    import shutil
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from scale_servers import chroma_server as start_chroma
+    from scale_servers import or_skip
 
-    exe = shutil.which("chroma", path=str(Path(sys.executable).parent))
-    if exe is None:
-        pytest.skip("the chromadb package's `chroma` CLI is not installed beside python")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [exe, "run", "--path", str(tmp_path / "srv"), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail("the Chroma server did not start")
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with or_skip(start_chroma(tmp_path / "srv")) as server:
+        yield server.url
 
 
 @pytest.mark.slow

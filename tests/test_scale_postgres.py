@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from report_harness import FAKE_CLI, cli_env, report_args, stable_md, stable_report
-from scale_servers import postgres_server
+from scale_servers import or_skip, postgres_server
 
 from agent.checkpoints import checkpoint_exists, run_lock
 from core.errors import EXIT_LOCKED, LockedError, ServiceError
@@ -35,7 +35,7 @@ FIRST_RESUMABLE_LINE = 3  # see test_reliability_kill
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
-    with postgres_server() as url:
+    with or_skip(postgres_server()) as url:
         yield url
 
 

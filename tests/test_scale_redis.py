@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from scale_servers import free_port, redis_server
+from scale_servers import free_port, or_skip, redis_server
 
 from agent.cli import main
 from agent.commands.dedup import index_name
@@ -45,7 +45,7 @@ def _near(text: str, rng: random.Random, edits: int) -> str:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    with redis_server() as url:
+    with or_skip(redis_server()) as url:
         yield url
 
 
