@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from itertools import islice
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlparse
 
 import chromadb
@@ -229,6 +229,24 @@ class MiniLMEmbeddingFunction(EmbeddingFunction[Documents]):
         return "cosine"
 
 
+class StoreEmbedder(Protocol):
+    """What the store needs of an embedding function (see :class:`MiniLMEmbeddingFunction`).
+
+    A chromadb ``EmbeddingFunction`` registered under its own ``name()``: the collection records
+    that name, and chroma refuses to reopen it with a differently named function, so vectors of
+    one embedder are never compared with queries of another.
+    """
+
+    def __call__(self, input: Documents) -> Embeddings:  # noqa: A002 - chromadb's signature
+        """Embed texts for chroma (``query_texts``)."""
+
+    def embed_documents(self, texts: list[str]) -> Any:
+        """Embed documents; return unit float32 rows in input order."""
+
+    def embed_queries(self, texts: list[str]) -> Any:
+        """Embed queries; return unit float32 rows in input order."""
+
+
 class _Added(NamedTuple):
     added: int
     embed_seconds: float
@@ -238,13 +256,18 @@ class _Added(NamedTuple):
 class PaperStore:
     """Papers in a chromadb collection, with idempotent upserts and hybrid search."""
 
-    def __init__(self, settings: Settings, client: Any | None = None) -> None:
-        """Open (creating if needed) the collection named by ``settings.store.collection``."""
+    def __init__(self, settings: Settings, client: Any | None = None,
+                 embedder: StoreEmbedder | None = None) -> None:
+        """Open (creating if needed) the collection named by ``settings.store.collection``.
+
+        ``embedder`` is for benches and tests that must isolate the store from the model
+        (default: MiniLM as configured in ``settings.store``). A collection written with one
+        embedder does not open with another: ServiceError names both.
+        """
         self.settings = settings
-        self.embedder = MiniLMEmbeddingFunction(
-            batch_size=settings.store.embed_batch_size,
-            document_tokens=settings.store.embed_document_tokens,
-        )
+        self.embedder: StoreEmbedder = embedder if embedder is not None else (
+            MiniLMEmbeddingFunction(batch_size=settings.store.embed_batch_size,
+                                    document_tokens=settings.store.embed_document_tokens))
         self.client = client if client is not None else _make_client(settings)
         try:
             self.collection = self.client.get_or_create_collection(
