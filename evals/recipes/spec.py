@@ -12,7 +12,6 @@ raised as BadInputError with one line.
 
 from __future__ import annotations
 
-import hashlib
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import BadInputError
+from evals.fingerprint import experiment_sha256
 from evals.recipes.finetune import FinetuneParams
 from evals.spec import (
     SPECS_DIR,
@@ -163,7 +163,7 @@ class LoadedRecipe(BaseModel):
 
     spec: RecipeSpec
     source: Path
-    sha256: str
+    sha256: str  # evals.fingerprint.experiment_sha256 of the spec (routing keys left out)
     data_path: Path | None = None
     train_path: Path | None = None
     test_path: Path | None = None
@@ -208,8 +208,8 @@ def load_recipe(path: str | Path) -> LoadedRecipe:
         spec = RecipeSpec.model_validate(data)
     except ValidationError as exc:
         raise BadInputError(f"spec {source}: {validation_one_line(exc)}") from None
-    loaded = LoadedRecipe(spec=spec, source=source.resolve(),
-                          sha256=hashlib.sha256(raw).hexdigest())
+    # The experiment's fingerprint, not the file's: re-wording claim_kinds keeps a run's folder.
+    loaded = LoadedRecipe(spec=spec, source=source.resolve(), sha256=experiment_sha256(data))
     spec_dir = source.resolve().parent
     attach_data_paths(loaded, spec.dataset, spec_dir)
     return loaded
