@@ -19,7 +19,9 @@ class ReportOptions:
     # re-tests off. 45 min re-tests the seed's five claims on 2 cores.
     retest_budget_s: float = 2700.0
     retest_limit: int | None = None  # at most this many claims re-tested (None: the budget decides)
-    retest_items: int = 40  # items per split (repeated, novel) in each re-test
+    # At most this many items per split in each re-test; None runs each spec at the sizes it
+    # fixed in advance (the default: a report's re-tests are the experiments their specs state).
+    retest_items: int | None = None
     tension_window_days: int = 183
     # Terminal progress bars (corpus scan, embedding); off where stderr carries JSON-line logs
     # (the scheduler) or nobody watches it (the app). Bars also hide when stderr is no terminal.

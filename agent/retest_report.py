@@ -96,6 +96,9 @@ def retest_lines(claim_id: str, retest: dict[str, Any], cell: Any) -> list[str]:
         p_text += f" ({cell(retest['holm_note'])})"
     reading = {True: "supports the claim", False: "contradicts the claim",
                None: "inconclusive"}[retest.get("supports_claim")]
+    untestable = (retest.get("summary") or {}).get("untestable")
+    if untestable:  # e.g. a model that got every item wrong leaves its verifier nothing to sort
+        reading += f" ({cell(untestable)})"
     time_text = ("reused a finished result" if retest.get("reused") else
                  f"ran in {human_duration(float(retest.get('wall_s') or 0.0))}")
     if retest.get("expected_s") is not None:

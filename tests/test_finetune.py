@@ -161,6 +161,20 @@ def test_a_verifier_that_says_the_same_for_everything_adds_nothing() -> None:
     assert out["auroc"]["auroc"] == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("n_right", [0, 2, 58, 60])
+def test_a_verifier_with_nothing_to_sort_cannot_support_the_claim(n_right: int) -> None:
+    # Every answer wrong (the 135M model on 2-digit addition at 20 items): "self-accepted minus
+    # all" is 0 [0, 0] for any verifier, which the CI rule alone would read as "holds".
+    correct = [i < n_right for i in range(60)]
+    out = verification_gap(correct, [float(i % 7) for i in range(60)],
+                           [i % 2 == 1 for i in range(60)], n_boot=200, n_perm=200)
+    assert out["supports_claim"] is None
+    assert out["untestable"].startswith("untestable:") and "at least 3 of each" in out["untestable"]
+    ok = verification_gap([i % 4 == 0 for i in range(60)], [float(i % 7) for i in range(60)],
+                          [i % 2 == 1 for i in range(60)], n_boot=200, n_perm=200)
+    assert ok["untestable"] is None  # 15 right, 45 wrong: testable
+
+
 def test_threshold_falls_back_to_the_median_when_calibration_cannot_tell() -> None:
     t, how = pick_threshold([-3.0, -1.0, -2.0, -5.0], [False] * 4)
     assert t == pytest.approx(-2.5) and "fallback" in how

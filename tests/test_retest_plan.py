@@ -149,6 +149,16 @@ def test_work_keys_are_per_claim_spec_and_size(registry):
     assert work_key(spec, "Fine-tuned  models memorize repeated items.", 40) == a  # spacing
     assert work_key(spec, "Fine-tuned models memorize repeated items.", 5) != a
     assert "/" not in a and a.endswith("__n40")
+    # By default a re-test runs at the sizes its spec fixed in advance: its own folder and cost.
+    spec_size = work_key(spec, "Fine-tuned models memorize repeated items.", None)
+    assert spec_size.endswith("__nspec") and spec_size != a
+    assert cost_key(spec, None) != cost_key(spec, 40)
+
+
+def test_estimate_at_spec_sizes_uses_the_declared_test_items(registry):
+    verify = next(r for r in registry if r.kind == "self_verification")  # declares 120 items
+    assert expected_seconds(verify, None) == expected_seconds(verify, 120)
+    assert expected_seconds(verify, None) > expected_seconds(verify, 40)
 
 
 def test_headline_reads_the_quantity_each_rule_reads():

@@ -34,8 +34,9 @@ def report(
     retest_limit: Annotated[int | None, typer.Option(
         "--retest-limit", min=0, help="At most this many claims re-tested (default: as many "
         "as the budget allows; 0: none).")] = None,
-    retest_items: Annotated[int, typer.Option(
-        "--retest-items", min=1, help="Items per split (repeated, novel) in a re-test.")] = 40,
+    retest_items: Annotated[int | None, typer.Option(
+        "--retest-items", min=4, help="Lower each re-test to at most N items per split "
+        "(default: the sizes each spec fixes in advance).")] = None,
     papers_per_claim: Annotated[int, typer.Option(
         "--papers-per-claim", min=1, max=50,
         help="Most papers judged per claim (fewer when fewer pass the relevance floor).")] = 10,

@@ -21,7 +21,6 @@ without loading the registry).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import tomllib
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.nodes.search import keywords
+from evals.fingerprint import experiment_sha256
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ MODEL_START_S = 20.0  # serving one model (or adapter) for an evaluation
 # One of n samples drawn in a single request (``n = samples``) shares the prompt's prefill:
 # counted as this fraction of an answer until a measured time replaces the estimate.
 SAMPLE_FRACTION = 0.25
+DEFAULT_ITEMS = 40  # a size the estimate assumes where a spec declares none
 TRAINING_KINDS = frozenset({"dose_response", "sft_vs_dpo", "pass_at_k", "template_transfer"})
 
 
@@ -100,22 +101,6 @@ def load_registry(specs_dir: Path = SPECS_DIR) -> list[Recipe]:
             decides=bool(decides) if isinstance(decides, bool) else kind != "eval",
             sha256=experiment_sha256(data), raw=data))
     return recipes
-
-
-# Keys that only route a spec to claims or describe it; editing them changes no result, so they
-# are left out of the fingerprint that names work folders and measured wall times.
-ROUTING_KEYS = frozenset({"claim_kinds", "description", "design"})
-
-
-def experiment_sha256(spec: Mapping[str, Any]) -> str:
-    """Return the SHA-256 of a parsed spec without its routing keys (canonical JSON).
-
-    Two specs that train and evaluate the same way share it, so re-wording which claims a recipe
-    fits keeps its finished results; any change to data, sizes, seeds or analysis makes a new one.
-    """
-    body = {k: v for k, v in spec.items() if k not in ROUTING_KEYS}
-    blob = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 # ------------------------------------------------------------------------------- choosing
@@ -205,10 +190,22 @@ def _get(raw: Mapping[str, Any], table: str, key: str, default: Any) -> Any:
     return section.get(key, default) if isinstance(section, Mapping) else default
 
 
-def expected_seconds(recipe: Recipe, items: int, measured: Mapping[str, float] | None = None
-                     ) -> float:
-    """Return the expected wall time of ``recipe`` at ``items`` items per split, in seconds.
+def _capped(declared: Any, items: int | None) -> int:
+    """Return the size a run uses: the spec's declared size, lowered to ``items`` if given."""
+    size = int(declared) if declared is not None else (items or DEFAULT_ITEMS)
+    return min(size, items) if items else size
 
+
+def size_label(items: int | None) -> str:
+    """``n<items>`` for a run lowered to ``items`` per split; ``nspec`` for the spec's own sizes."""
+    return f"n{items}" if items else "nspec"
+
+
+def expected_seconds(recipe: Recipe, items: int | None,
+                     measured: Mapping[str, float] | None = None) -> float:
+    """Return the expected wall time of ``recipe`` in seconds (``items`` None: spec sizes).
+
+    ``items`` lowers every size to at most that many items per split.
     ``measured`` maps :func:`cost_key` to wall times recorded on this machine; one for this spec
     and size wins. Otherwise: training steps x ``TRAIN_STEP_S`` (DPO steps x
     ``DPO_STEP_FACTOR``), answered items x ``GENERATE_S`` (``LOGLIK_S`` for log-likelihood
@@ -222,12 +219,12 @@ def expected_seconds(recipe: Recipe, items: int, measured: Mapping[str, float] |
     steps = int(_get(raw, "finetune", "max_steps", 0) or 0)
     if recipe.kind == "eval":
         models = max(1, len(raw.get("models") or []))
-        n = min(int(_get(raw, "sample", "per_split", items)), items)
+        n = _capped(_get(raw, "sample", "per_split", None), items)
         variants = 1 + len(_get(raw, "variants", "kinds", []) or [])
         answered = models * n * (variants if _get(raw, "split", "mode", "") == "variants"
                                  else 2)
         return models * MODEL_START_S + answered * per_item
-    n = min(int(_get(raw, "contamination", "test_items", items)), items)
+    n = _capped(_get(raw, "contamination", "test_items", None), items)
     if recipe.kind == "dose_response":
         doses = len(_get(raw, "contamination", "doses", [0.0, 0.25, 1.0]))
         train, models, answered = doses * steps, doses + 1, (doses + 1) * n
@@ -239,12 +236,12 @@ def expected_seconds(recipe: Recipe, items: int, measured: Mapping[str, float] |
     elif recipe.kind == "self_verification":
         train, models, answered = 0, 1, 2 * n
     elif recipe.kind == "template_transfer":
-        n = min(int(_get(raw, "transfer", "items", items)), items)
+        n = _capped(_get(raw, "transfer", "items", None), items)
         kinds = len(_get(raw, "transfer", "variant_kinds", [1, 2, 3]))
         train, models, answered = steps, 2, 2 * n * (1 + kinds)
     elif recipe.kind == "pass_at_k":
-        train_n = min(int(_get(raw, "passk", "train_items", items)), items)
-        test_n = min(int(_get(raw, "passk", "test_items", items)), items)
+        train_n = _capped(_get(raw, "passk", "train_items", None), items)
+        test_n = _capped(_get(raw, "passk", "test_items", None), items)
         drawn = (train_n * int(_get(raw, "passk", "train_samples", 8))
                  + 2 * test_n * int(_get(raw, "passk", "samples", 64)))
         train, models, answered = steps, 2, drawn * SAMPLE_FRACTION
@@ -253,19 +250,19 @@ def expected_seconds(recipe: Recipe, items: int, measured: Mapping[str, float] |
     return models * MODEL_START_S + train * TRAIN_STEP_S + answered * per_item
 
 
-def cost_key(recipe: Recipe, items: int) -> str:
+def cost_key(recipe: Recipe, items: int | None) -> str:
     """Key of a measured wall time: the spec's name and content, and the size."""
-    return f"{recipe.name}@{recipe.sha256[:8]}/n{items}"
+    return f"{recipe.name}@{recipe.sha256[:8]}/{size_label(items)}"
 
 
-def work_key(recipe: Recipe, claim_text: str, items: int) -> str:
-    """Name of a claim's re-test folder: ``<spec>-<spec sha>__<claim sha>__n<items>``.
+def work_key(recipe: Recipe, claim_text: str, items: int | None) -> str:
+    """Name of a claim's re-test folder: ``<spec>-<spec sha>__<claim sha>__<size label>``.
 
     Two claims sharing a spec get two folders, so one result is never pasted onto several
     claims; the same claim, spec and size get the same folder, so a rerun reuses its result.
     """
     claim = hashlib.sha256(" ".join(claim_text.split()).encode("utf-8")).hexdigest()[:10]
-    return f"{recipe.name}-{recipe.sha256[:8]}__{claim}__n{items}"
+    return f"{recipe.name}-{recipe.sha256[:8]}__{claim}__{size_label(items)}"
 
 
 def finite_or_none(value: Any) -> float | None:

@@ -260,7 +260,8 @@ def self_verification(loaded: LoadedRecipe, out: Path, settings: Settings, timed
                  f"evaluation items (the threshold maximizes Youden's J on the calibration "
                  f"items); supports_claim ('the model cannot reliably validate its own answers') "
                  f"is true when the gap's 95% CI lies below +{margin} points, false when above, "
-                 f"else null."),
+                 f"else null; null as well with fewer than {selfverify.MIN_OUTCOMES} right or "
+                 f"{selfverify.MIN_OUTCOMES} wrong evaluation answers (untestable)."),
         "headline": _headline("generation-verification gap (self-accepted minus all answers)",
                               summary["gap"], "diff", summary["supports_claim"]),
     })
@@ -329,6 +330,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
              "Controlled comparison: it may decide a verdict." if summary.get("decides") else
              "Descriptive only: it does not decide a verdict.", "",
              f"supports_claim: **{summary['supports_claim']}**. {summary.get('rule', '')}", ""]
+    if summary.get("untestable"):
+        lines += [f"**{summary['untestable']}.**", ""]
     head = summary.get("headline") or {}
     if head.get("effect") is not None:
         ci = head.get("ci") or [None, None]

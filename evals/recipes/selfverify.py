@@ -24,7 +24,10 @@ false-positive rate of "accept" against "correct") on the calibration part (see
 
 ``supports_claim`` reads the claim "a model cannot reliably validate its own answers without an
 external signal" by :func:`claim_reading` (margin fixed in the spec): true when the gap's CI lies
-below the margin, false when above it, else None.
+below the margin, false when above it, else None. A verifier can only be tested on answers it
+could tell apart: with fewer than :data:`MIN_OUTCOMES` right or wrong evaluation answers (a model
+that gets every item wrong leaves a gap of exactly 0 [0, 0]) the run is ``untestable`` and
+``supports_claim`` is None, whatever the CI says.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ from evals.items import Item
 YES_OPTIONS = ("yes", "Yes")
 NO_OPTIONS = ("no", "No")
 CURVE_QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9)  # accept the answers scoring above these
+# Right and wrong evaluation answers each needed before the gap can say anything about the
+# verifier: with all answers wrong, "self-accepted minus all" is 0 for any verifier at all.
+MIN_OUTCOMES = 3
 
 _YES = re.compile(r"^\W*(yes|correct|true)\b", re.IGNORECASE)
 _NO = re.compile(r"^\W*(no|incorrect|wrong|false)\b", re.IGNORECASE)
@@ -120,6 +126,18 @@ def auroc(scores: Sequence[float], correct: Sequence[bool]) -> float:
     return float((greater + 0.5 * ties) / (pos.size * neg.size))
 
 
+def untestable_reason(correct: Sequence[bool]) -> str | None:
+    """Say why a verifier cannot be tested on these evaluation answers, or None when it can."""
+    n_right = sum(1 for c in correct if c)
+    n_wrong = len(correct) - n_right
+    if n_right >= MIN_OUTCOMES and n_wrong >= MIN_OUTCOMES:
+        return None
+    return (f"untestable: {n_right} right and {n_wrong} wrong of {len(correct)} evaluation "
+            f"answers; telling right from wrong needs at least {MIN_OUTCOMES} of each (with "
+            f"{'none right' if n_right == 0 else 'so few'} the gap is "
+            f"{'0 for any verifier' if n_right == 0 or n_wrong == 0 else 'not informative'})")
+
+
 def claim_reading(gap: dict[str, Any], margin: float) -> bool | None:
     """Read "the model cannot reliably validate its own answers" from the gap's 95% CI.
 
@@ -182,7 +200,9 @@ def verification_gap(correct: Sequence[bool], scores: Sequence[float],
         "curve": _curve(ev_ok, ev_s),
         "margin": margin,
     }
-    summary["supports_claim"] = claim_reading(gap, margin)
+    summary["untestable"] = untestable_reason(ev_ok.astype(bool).tolist())
+    summary["supports_claim"] = (None if summary["untestable"]
+                                 else claim_reading(gap, margin))
     return summary
 
 
