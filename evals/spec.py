@@ -19,7 +19,6 @@ looked up in that shared folder. Every problem is raised as BadInputError with o
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tomllib
 from pathlib import Path
@@ -29,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import BadInputError
 from core.settings import split_base_urls
+from evals.fingerprint import experiment_sha256
 from evals.variants import KINDS
 from tools.embedded_models import EMBEDDED_MODELS
 
@@ -232,7 +232,7 @@ class LoadedSpec(BaseModel):
 
     spec: EvalSpec
     source: Path
-    sha256: str
+    sha256: str  # evals.fingerprint.experiment_sha256 of the spec
     data_path: Path | None = None
     train_path: Path | None = None
     test_path: Path | None = None
@@ -278,8 +278,8 @@ def load_spec(path: str | Path) -> LoadedSpec:
         raise BadInputError(f"spec {source}: {validation_one_line(exc)}") from None
     spec_dir = source.resolve().parent
     ds = spec.dataset
-    loaded = LoadedSpec(spec=spec, source=source.resolve(),
-                        sha256=hashlib.sha256(raw_bytes).hexdigest())
+    # The experiment's fingerprint (routing keys left out), as for recipes and work folders.
+    loaded = LoadedSpec(spec=spec, source=source.resolve(), sha256=experiment_sha256(data))
     attach_data_paths(loaded, ds, spec_dir)
     return loaded
 
