@@ -194,6 +194,12 @@ def test_holm_reads_supports_claim_at_the_adjusted_p():
     assert verify["C1"]["supports_claim"] is True and verify["C2"]["supports_claim"] is None
     strong = holm_read({"C1": _rt(0.001, [0.2, 0.5], True), "C2": _rt(0.6, [-0.2, 0.3], None)})
     assert strong["C1"]["supports_claim"] is True and strong["C1"]["p_holm"] == 0.002
+    # pass@k's false ("the k=64 gain persists": its CI above 0) is a significance reading too.
+    persists = holm_read({"C1": _rt(0.03, [0.05, 0.6], False), "C2": _rt(0.04, [0.2, 0.5], True),
+                          "C3": _rt(0.001, [0.1, 0.6], False)})
+    assert persists["C1"]["supports_claim"] is None
+    assert persists["C1"]["p_holm"] == pytest.approx(0.06)  # 2 x 0.03
+    assert persists["C3"]["supports_claim"] is False  # 3 x 0.001: still significant
     alone = holm_read({"C1": _rt(0.07, [0.01, 0.3], True)})  # one re-test: nothing to correct
     assert alone["C1"]["supports_claim"] is True and alone["C1"]["p_holm"] == 0.07
 

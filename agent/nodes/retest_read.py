@@ -98,13 +98,17 @@ def rests_on_significance(supports: bool | None, ci: list[float] | None) -> bool
     """Tell whether a reading is the significance reading of the standard CI rule.
 
     That rule (:func:`evals.stats.supports_claim`) says true because the effect's CI lies above
-    0, or false because it lies below 0. A reading of another rule (the self-verification gap's
-    "true when the CI lies below +margin") or an equivalence false (a CI inside the margin) does
-    not rest on the effect differing from 0, so a p-value, adjusted or not, does not change it.
+    0, or false because it lies below 0. A false whose CI lies above 0 rests on significance as
+    well: the claim predicted no effect and one was found (pass@k's "the gain persists at k=64",
+    the self-verification gap above +margin). A reading of another rule (the self-verification
+    gap's "true when the CI lies below +margin", pass@k's "true when the k=64 gain ends below
+    +margin") or an equivalence false (a CI inside the margin) does not rest on the effect
+    differing from 0, so a p-value, adjusted or not, does not change it.
     """
     if ci is None:
         return False
-    return (supports is True and ci[0] > 0) or (supports is False and ci[1] < 0)
+    return ((supports is True and ci[0] > 0)
+            or (supports is False and (ci[1] < 0 or ci[0] > 0)))
 
 
 def holm_read(retests: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
