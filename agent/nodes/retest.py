@@ -151,8 +151,10 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
             updated[item.claim_id] = RetestPlan(**{**plan, "status": f"skipped: {why}",
                                                    "skipped_reason": why})
             continue
-        ctx.emit("retest", f"{item.claim_id}: running {recipe.name} (expected "
-                 f"~{human_duration(item.expected_s)})", i, len(queue))
+        finished = (folders[item.claim_id] / DONE_FILE).is_file()
+        ctx.emit("retest", f"{item.claim_id}: " + (
+            f"reusing the finished {recipe.name} result" if finished else
+            f"running {recipe.name} (expected ~{human_duration(item.expected_s)})"), i, len(queue))
         try:
             record = _run_one(ctx, recipe, claims[item.claim_id], folders[item.claim_id],
                               item.expected_s)
@@ -164,8 +166,9 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         retests[item.claim_id] = record
         updated[item.claim_id] = RetestPlan(**{**plan, "status": "reused" if record["reused"]
                                                else "ran"})
-        ctx.emit("retest", f"{item.claim_id}: {recipe.name} done in "
-                 f"{human_duration(record['wall_s'])}", i + 1, len(queue))
+        ctx.emit("retest", f"{item.claim_id}: {recipe.name} " + (
+            "reused" if record["reused"] else f"done in {human_duration(record['wall_s'])}"),
+            i + 1, len(queue))
     corrected = holm_read({**done, **retests})
     return {"retests": corrected, "retest_plans": updated, "degraded": degraded}
 
