@@ -14,8 +14,8 @@ and top 20:
   from the first ranking's top papers): what the report's retrieve node ranks (before the
   relevance floor, which the last table is about).
 
-The queries are the node's (``agent.nodes.search.claim_queries``): the claim, its keyword
-query, and the prompt's question and tasks. With ``--plan`` the configured LLM also plans queries
+The queries are the node's (``agent.nodes.search.claim_queries``): the claim, each of its
+clauses (split at semicolons and colons), and the prompt's question and tasks. With ``--plan`` the configured LLM also plans queries
 as in a report run (needs a model server). Nothing here looks at the labelled ids to build
 queries; the labels are used only to score.
 

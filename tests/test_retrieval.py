@@ -12,7 +12,7 @@ import pytest
 from langgraph.runtime import Runtime
 
 from agent.nodes.context import ReportOptions, RunContext
-from agent.nodes.search import retrieve, select_evidence
+from agent.nodes.search import claim_clauses, claim_queries, retrieve, select_evidence
 from agent.parse import parse_prompt
 from core.settings import load_settings
 from tools.paper import Paper
@@ -226,3 +226,18 @@ def test_retrieve_finds_an_in_range_relevant_paper(isolated_env: Path, corpus_sl
     again = retrieve(state, Runtime(context=ctx))
     assert again["candidates"] == out["candidates"]
 
+
+
+def test_a_claim_of_several_clauses_also_queries_each_clause() -> None:
+    text = ("Fine-tuned models rely on template-matching and memorization rather than installed "
+            "reasoning; removing in-distribution repeats exposes sharp drops versus base models.")
+    assert claim_clauses(text) == [
+        "Fine-tuned models rely on template-matching and memorization rather than installed "
+        "reasoning", "removing in-distribution repeats exposes sharp drops versus base models"]
+    assert claim_clauses("One clause: short") == []  # a fragment under 4 words is no query
+    assert claim_clauses("A claim of a single clause only, with a comma.") == []
+    brief = {"question": "Why?", "tasks": [], "claims": [], "anchors": []}
+    claim = {"id": "C1", "text": text, "date_from": None, "date_to": None}
+    queries = claim_queries(claim, [], brief)  # type: ignore[arg-type]
+    assert [q.text for q in queries][:3] == [text, *claim_clauses(text)]
+    assert [q.weight for q in queries][:3] == [1.0, 0.5, 0.5]

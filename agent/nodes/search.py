@@ -1,7 +1,8 @@
 """Plan queries per claim and retrieve the papers that bear on each claim.
 
 Retrieval is hybrid and fused (``tools/retrieval.py``): for each claim, every query (the claim
-itself, the planned queries, and, with less weight, the prompt's question and tasks) is ranked by
+itself, the planned queries, and, with less weight, each of the claim's clauses and the prompt's
+question and tasks) is ranked by
 BM25 over the local corpus and by dense similarity in the paper store, and all those lists, plus
 live arXiv's answer when online, are fused by reciprocal rank. With ``--corpus`` the whole corpus
 is ingested into the store once (a no-op later) and its BM25 index is built once and kept; no run
@@ -48,10 +49,16 @@ from tools.retrieval import (
 
 log = logging.getLogger(__name__)
 
+_CLAUSE_BREAK = re.compile(r"[;:]\s+|\s+[\u2014\u2013]\s+")
+
 # Fusion weights of each query's rankings. The claim and its planned queries speak for the
 # claim; the prompt's question and tasks are shared by all claims, so they count for less.
 CLAIM_QUERY_WEIGHT = 1.0
 PROMPT_QUERY_WEIGHT = 0.25
+# A claim of several clauses ("X rely on Y; removing Z exposes W") also queries each clause on
+# its own, so a paper about one part is not outranked by papers matching the claim's common words.
+CLAUSE_QUERY_WEIGHT = 0.5
+MIN_CLAUSE_WORDS = 4
 ARXIV_WEIGHT = 1.0  # live arXiv's ranked answer, one list per claim
 # Minimum cosine of claim text and paper (title + abstract) under the store's MiniLM embedder
 # for a paper to be judged at all: the highest floor that keeps >= 95% of the dev set's relevant
@@ -139,6 +146,7 @@ def claim_queries(claim: Claim, planned: list[str], brief: Brief) -> list[Weight
     # rankers: with it, hybrid recall@20 on the dev set fell from 0.275 to 0.211.
     seen: set[str] = {keyword_query(claim["text"]).lower()}
     pairs = [(claim["text"], CLAIM_QUERY_WEIGHT)]
+    pairs += [(q, CLAUSE_QUERY_WEIGHT) for q in claim_clauses(claim["text"])]
     pairs += [(q, CLAIM_QUERY_WEIGHT) for q in planned]
     pairs += [(q, PROMPT_QUERY_WEIGHT) for q in [brief["question"], *brief["tasks"]]]
     for text, weight in pairs:
@@ -147,6 +155,16 @@ def claim_queries(claim: Claim, planned: list[str], brief: Brief) -> list[Weight
             seen.add(key)
             out.append(WeightedQuery(" ".join(str(text).split()), weight))
     return out
+
+
+def claim_clauses(text: str) -> list[str]:
+    """Split a claim at semicolons and colons into clauses of at least MIN_CLAUSE_WORDS words.
+
+    A claim of one clause returns nothing (its text is already a query).
+    """
+    parts = [" ".join(p.split()) for p in _CLAUSE_BREAK.split(text)]
+    clauses = [p.strip(" ,.") for p in parts if len(p.split()) >= MIN_CLAUSE_WORDS]
+    return clauses if len(clauses) > 1 else []
 
 
 def open_store(ctx: RunContext) -> PaperStore | None:
