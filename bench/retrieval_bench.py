@@ -16,8 +16,8 @@ and top 20:
 
 The queries are the node's (``agent.nodes.search.claim_queries``): the claim, each of its
 clauses (split at semicolons and colons), and the prompt's question and tasks. With
-``--plan`` the configured LLM also plans queries as in a report run (needs a model server). Nothing here looks at the labelled ids to build
-queries; the labels are used only to score.
+``--plan`` the configured LLM also plans queries as in a report run (needs a model server).
+Nothing here looks at the labelled ids to build queries; the labels are used only to score.
 
 The relevance floor table shows, for several cosine floors, the share of relevant and of
 not-relevant labelled rows whose claim-paper cosine is at least the floor; RELEVANCE_FLOOR in
