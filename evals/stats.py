@@ -27,6 +27,7 @@ import numpy as np
 Z_ALPHA = 1.959964  # two-sided 5%
 Z_POWER = 0.841621  # 80% power
 TARGET_EFFECT = 0.10  # the 10-point gap a split must be able to detect
+ALPHA = 0.05  # a CI reading must be confirmed by the gap's own test at this level
 EQUIVALENCE_MARGIN = 0.05  # a gap whose CI lies within +-5 points counts as "no gap"
 # Worst-case standard deviation of a paired 0/1 difference when the data say nothing (n < 2 or
 # no disagreement): two independent coin flips differ with SD sqrt(0.5).
@@ -161,6 +162,10 @@ def supports_claim(summary: dict[str, Any], *,
       equivalence result: no gap worth the name);
     - None otherwise (CI straddles 0 without adequate power, or statistics are missing).
 
+    A CI that excludes 0 counts only when the gap's own test agrees (``p_value`` below
+    ``ALPHA``, where the summary has one): with few discordant items a percentile bootstrap CI
+    can exclude 0 while the exact permutation or sign-flip p does not (the seed's template
+    transfer: [3.1, 28.1] points at p = 0.062), and then the reading is None.
     Never decided by a point estimate alone, so a noisy run cannot flip a coin.
     """
     gap = summary.get("gap") or {}
@@ -168,10 +173,12 @@ def supports_claim(summary: dict[str, Any], *,
     low, high = float(ci[0]), float(ci[1])
     if math.isnan(low) or math.isnan(high):
         return None
+    p = gap.get("p_value")
+    confirmed = not isinstance(p, int | float) or math.isnan(float(p)) or float(p) < ALPHA
     if low > 0:
-        return True
+        return True if confirmed else None
     if high < 0:
-        return False
+        return False if confirmed else None
     powered = float(gap.get("min_detectable", math.inf)) <= TARGET_EFFECT
     if powered and -margin <= low and high <= margin:
         return False

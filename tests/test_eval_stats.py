@@ -108,6 +108,19 @@ def test_supports_claim_rule(ci: list[float], mde: float, expected: bool | None)
     assert stats.supports_claim({"gap": {"ci": ci, "min_detectable": mde}}) is expected
 
 
+@pytest.mark.parametrize(("ci", "p", "expected"), [
+    ([0.031, 0.281], 0.062, None),  # the seed's template transfer: CI and exact test disagree
+    ([0.031, 0.281], 0.01, True),
+    ([-0.3, -0.02], 0.2, None),
+    ([-0.3, -0.02], 0.001, False),
+    ([0.031, 0.281], None, True),  # no test of its own: the CI decides
+])
+def test_a_ci_reading_needs_the_gaps_own_test(ci: list[float], p: float | None,
+                                               expected: bool | None) -> None:
+    assert stats.supports_claim({"gap": {"ci": ci, "p_value": p, "min_detectable": 0.05}}) \
+        is expected
+
+
 def test_summarize_pairs_models_on_common_keys() -> None:
     correct = {
         ("ft", "repeated"): {"a": 1, "b": 1, "c": 1, "only_ft": 1},

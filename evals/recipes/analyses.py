@@ -37,8 +37,8 @@ from tools.embedded_models import EMBEDDED_MODELS
 log = logging.getLogger(__name__)
 
 DOSE_RULE = ("supports_claim reads the memorization gap at the largest dose: true when its 95% "
-             "CI lies above 0, false when below 0 or inside +-5 points with power for a 10-point "
-             "gap, else null (inconclusive).")
+             "CI lies above 0, false when below 0 (either only if its permutation p < 0.05 agrees) "
+             "or inside +-5 points with power for a 10-point gap, else null (inconclusive).")
 
 
 def _base_ref(loaded: LoadedRecipe) -> str | Path:

@@ -16,7 +16,8 @@ tuned on". Design (fixed by the spec's ``[transfer]`` and ``[finetune]`` tables)
    CI and a sign-flip p (:func:`evals.stats.paired_difference`).
 
 ``supports_claim`` follows :func:`evals.stats.supports_claim` on that effect: true when its 95%
-CI lies above 0, false when below 0 or within +-5 points with power for 10, else null.
+CI lies above 0, false when below 0 (either only when its sign-flip p < 0.05 agrees) or within
++-5 points with power for 10, else null.
 """
 
 from __future__ import annotations
@@ -158,8 +159,9 @@ def _summarize(loaded: LoadedRecipe, records: list[dict[str, Any]], ids: list[st
         "design": design,
         "rule": ("supports_claim reads the tuned model's drop (original minus "
                  f"{t.primary_kind} variant) minus the base model's drop, paired by item: true "
-                 "when its 95% CI lies above 0, false when below 0 or within +-5 points with "
-                 "power for 10, else null."),
+                 "when its 95% CI lies above 0, false when below 0 (either only when its "
+                 "sign-flip p < 0.05 agrees) or within +-5 points with power for 10, else "
+                 "null."),
         "models": {"base": spec.finetune.base_model, "tuned": name},
         "n": effect["n"],
         "accuracy": accuracy,
