@@ -1,10 +1,10 @@
 """Plan queries per claim and retrieve the papers that bear on each claim.
 
 Retrieval is hybrid and fused (``tools/retrieval.py``): for each claim, every query (the claim
-itself, the planned queries, and, with less weight, each of the claim's clauses and the prompt's
-question and tasks) is ranked by
-BM25 over the local corpus and by dense similarity in the paper store, and all those lists, plus
-live arXiv's answer when online, are fused by reciprocal rank. With ``--corpus`` the whole corpus
+itself and, with less weight, each of its clauses, the model's planned queries and the prompt's
+question and tasks) is ranked by BM25 over the local corpus and by dense similarity in the
+paper store, and all those lists, plus live arXiv's answer when online, are fused by reciprocal
+rank. With ``--corpus`` the whole corpus
 is ingested into the store once (a no-op later) and its BM25 index is built once and kept; no run
 scans the corpus file by keyword.
 
@@ -51,13 +51,17 @@ log = logging.getLogger(__name__)
 
 _CLAUSE_BREAK = re.compile(r"[;:]\s+|\s+[\u2014\u2013]\s+")
 
-# Fusion weights of each query's rankings. The claim and its planned queries speak for the
-# claim; the prompt's question and tasks are shared by all claims, so they count for less.
+# Fusion weights of each query's rankings. The claim speaks for itself; the prompt's question
+# and tasks are shared by all claims, so they count for less.
 CLAIM_QUERY_WEIGHT = 1.0
 PROMPT_QUERY_WEIGHT = 0.25
 # A claim of several clauses ("X rely on Y; removing Z exposes W") also queries each clause on
 # its own, so a paper about one part is not outranked by papers matching the claim's common words.
 CLAUSE_QUERY_WEIGHT = 0.5
+# The model's planned queries: with the embedded 135M planner they drift from the claim.
+# `python bench/retrieval_bench.py --plan` (2026-12-05), hybrid recall@10 / @20 by this weight:
+# 1.0: 0.197 / 0.296, 0.5: 0.218 / 0.310, 0.25: 0.232 / 0.324, 0.1: 0.225 / 0.324.
+PLANNED_QUERY_WEIGHT = 0.25
 MIN_CLAUSE_WORDS = 4
 ARXIV_WEIGHT = 1.0  # live arXiv's ranked answer, one list per claim
 # Minimum cosine of claim text and paper (title + abstract) under the store's MiniLM embedder
@@ -138,8 +142,8 @@ def _after(claim: Claim) -> date | None:
 def claim_queries(claim: Claim, planned: list[str], brief: Brief) -> list[WeightedQuery]:
     """Return the weighted queries for one claim, each text once.
 
-    First its text and its planned queries (not the keyword query, see below), then the
-    prompt's question and tasks (shared by every claim, so weighted lower).
+    First its text, its clauses and its planned queries (not the keyword query, see below),
+    then the prompt's question and tasks (shared by every claim, so weighted lower).
     """
     out: list[WeightedQuery] = []
     # The crude-stem keyword query ("memori templa ...") serves arXiv's own search, not these
@@ -147,7 +151,7 @@ def claim_queries(claim: Claim, planned: list[str], brief: Brief) -> list[Weight
     seen: set[str] = {keyword_query(claim["text"]).lower()}
     pairs = [(claim["text"], CLAIM_QUERY_WEIGHT)]
     pairs += [(q, CLAUSE_QUERY_WEIGHT) for q in claim_clauses(claim["text"])]
-    pairs += [(q, CLAIM_QUERY_WEIGHT) for q in planned]
+    pairs += [(q, PLANNED_QUERY_WEIGHT) for q in planned]
     pairs += [(q, PROMPT_QUERY_WEIGHT) for q in [brief["question"], *brief["tasks"]]]
     for text, weight in pairs:
         key = " ".join(str(text).lower().split())
