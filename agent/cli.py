@@ -87,9 +87,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_click_usage_error(exc: Exception) -> bool:
-    import click
+    """Tell a usage error (bad option value, unknown option) from a crash.
 
-    return isinstance(exc, click.ClickException)
+    Typer 0.29 raises its own vendored copy of click's exceptions (``typer._click``) for range
+    and type checks, which is not ``click.ClickException``; both are matched by class name.
+    """
+    return any(cls.__name__ == "ClickException" for cls in type(exc).__mro__) and hasattr(
+        exc, "show")
 
 
 def run() -> None:

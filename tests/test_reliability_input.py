@@ -330,3 +330,16 @@ def test_paper_command_usage_errors(isolated_env: Path) -> None:
     for bad in ("", " ", "2513.01234", "arXiv:abc", "../../etc/passwd"):
         code, _, err = _cli(["paper", bad, "--offline"])
         assert code == 2 and "malformed" in _one_clean_line(err), (bad, err)
+
+
+@pytest.mark.parametrize("args", [["--retest-items", "2"], ["--papers-per-claim", "0"],
+                                  ["--retest-limit", "-1"], ["--no-such-option"]])
+def test_report_option_out_of_range_is_a_usage_error(isolated_env: Path, tmp_path: Path,
+                                                      args: list[str]) -> None:
+    # Typer 0.29 raises its vendored click's BadParameter for ranges: once "internal error", 1.
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Question: why?\nClaims:\n- Models memorize (~2024).\n", encoding="utf-8")
+    code, _, err = _cli(["report", str(prompt), "--offline", *args])
+    assert code == 2, err
+    assert "internal error" not in err and "Traceback" not in err
+    assert "Error:" in err
