@@ -60,6 +60,11 @@ def _retests_dir(ctx: RunContext) -> Path:
     return Path(ctx.settings.data_dir) / "retests"
 
 
+def _finished(folder: Path) -> bool:
+    """Tell whether a claim's folder holds a finished result (reused, costing nothing)."""
+    return (folder / DONE_FILE).is_file() and (folder / "summary.json").is_file()
+
+
 def _measured(ctx: RunContext) -> dict[str, float]:
     path = _retests_dir(ctx) / LEDGER_FILE
     try:
@@ -130,7 +135,7 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         recipes[p["spec"]], claims[p["claim_id"]]["text"], opts.retest_items)  # type: ignore[index]
         for p in runnable}
     planned = [Planned(p["claim_id"], order[p["claim_id"]],
-                       0.0 if (folders[p["claim_id"]] / DONE_FILE).is_file()
+                       0.0 if _finished(folders[p["claim_id"]])
                        else p.get("expected_s", 0.0)) for p in runnable]
     limit = opts.retest_limit
     queue, skipped = select_within_budget(planned, opts.retest_budget_s,
@@ -151,9 +156,8 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
             updated[item.claim_id] = RetestPlan(**{**plan, "status": f"skipped: {why}",
                                                    "skipped_reason": why})
             continue
-        finished = (folders[item.claim_id] / DONE_FILE).is_file()
         ctx.emit("retest", f"{item.claim_id}: " + (
-            f"reusing the finished {recipe.name} result" if finished else
+            f"reusing the finished {recipe.name} result" if _finished(folders[item.claim_id]) else
             f"running {recipe.name} (expected ~{human_duration(item.expected_s)})"), i, len(queue))
         try:
             record = _run_one(ctx, recipe, claims[item.claim_id], folders[item.claim_id],
@@ -177,7 +181,7 @@ def _run_one(ctx: RunContext, recipe: Recipe, claim: Claim, folder: Path,
              expected_s: float) -> Retest:
     """Run (or reuse the finished) re-test of one claim in its own folder; copy its outputs."""
     items = ctx.options.retest_items
-    reused = (folder / DONE_FILE).is_file() and (folder / "summary.json").is_file()
+    reused = _finished(folder)
     started = time.monotonic()
     if reused:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
