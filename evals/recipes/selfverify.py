@@ -132,10 +132,10 @@ def untestable_reason(correct: Sequence[bool]) -> str | None:
     n_wrong = len(correct) - n_right
     if n_right >= MIN_OUTCOMES and n_wrong >= MIN_OUTCOMES:
         return None
+    why = ("all alike, the gap is 0 for any verifier" if n_right == 0 or n_wrong == 0
+           else "too few to tell a verifier from chance")
     return (f"untestable: {n_right} right and {n_wrong} wrong of {len(correct)} evaluation "
-            f"answers; telling right from wrong needs at least {MIN_OUTCOMES} of each (with "
-            f"{'none right' if n_right == 0 else 'so few'} the gap is "
-            f"{'0 for any verifier' if n_right == 0 or n_wrong == 0 else 'not informative'})")
+            f"answers; telling right from wrong needs at least {MIN_OUTCOMES} of each ({why})")
 
 
 def claim_reading(gap: dict[str, Any], margin: float) -> bool | None:
