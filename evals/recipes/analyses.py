@@ -24,6 +24,7 @@ from evals.recipes.common import (
     gap_entry,
     generation_settings,
     load_items,
+    lowered_size,
     pick_test_items,
     serve,
     train_models,
@@ -67,7 +68,8 @@ def dose_response(loaded: LoadedRecipe, out: Path, settings: Settings, timed: St
     spec = loaded.spec
     with timed("load"):
         _, test = load_items(loaded)
-        test_items = pick_test_items(test, _n(spec.contamination.test_items, limit), spec.seed)
+        test_items = pick_test_items(test, lowered_size(spec.contamination.test_items, limit),
+                                     spec.seed)
     with timed("train"):
         trained = train_models(loaded, out, settings, limit=limit, progress=progress)
     names = {label: _model_name(label, r.manifest) for label, r in trained.items()}
@@ -125,10 +127,6 @@ def sft_dpo_design(spec: RecipeSpec, n_planted: int, n_unseen: int) -> str:
             f"variants).")
 
 
-def _n(default: int, limit: int | None) -> int:
-    return min(default, limit) if limit else default
-
-
 def _keys(ids: tuple[str, ...] | list[str], variant: str = "original") -> list[str]:
     return [f"{i}::{variant}" for i in ids]
 
@@ -167,7 +165,8 @@ def sft_vs_dpo(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stage
     spec = loaded.spec
     with timed("load"):
         _, test = load_items(loaded)
-        test_items = pick_test_items(test, _n(spec.contamination.test_items, limit), spec.seed)
+        test_items = pick_test_items(test, lowered_size(spec.contamination.test_items, limit),
+                                     spec.seed)
         plan = cont.plan_contamination([t.id for t in test_items],
                                        max(spec.contamination.doses), spec.seed,
                                        control_fraction=spec.contamination.control_fraction)
@@ -226,7 +225,7 @@ def self_verification(loaded: LoadedRecipe, out: Path, settings: Settings, timed
     spec = loaded.spec
     with timed("load"):
         _, test = load_items(loaded)
-        items = pick_test_items(test, _n(spec.contamination.test_items, limit), spec.seed)
+        items = pick_test_items(test, lowered_size(spec.contamination.test_items, limit), spec.seed)
     tasks = [Task(item, item.id, "original", "test") for item in items]
     ref: str | Path = spec.model.model if spec.model.model in EMBEDDED_MODELS else \
         Path(spec.model.model)

@@ -149,10 +149,15 @@ def train_models(loaded: LoadedRecipe, out: Path, settings: Settings, *,
     return models
 
 
+def lowered_size(size: int, limit: int | None) -> int:
+    """Return a spec's fixed ``size``, lowered to ``limit`` when one is given (``--limit``)."""
+    return min(size, limit) if limit else size
+
+
 def _n_test(spec: RecipeSpec, limit: int | None) -> int:
     if limit is not None and limit < 4:
         raise BadInputError("--limit must be at least 4 for a recipe (control and pool items)")
-    return min(spec.contamination.test_items, limit) if limit else spec.contamination.test_items
+    return lowered_size(spec.contamination.test_items, limit)
 
 
 def dose_label(dose: float) -> str:

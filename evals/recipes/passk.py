@@ -40,7 +40,13 @@ from core.errors import BadInputError
 from core.settings import Settings
 from evals import scoring, stats
 from evals.items import Item
-from evals.recipes.common import generation_settings, load_items, pick_test_items, serve
+from evals.recipes.common import (
+    generation_settings,
+    load_items,
+    lowered_size,
+    pick_test_items,
+    serve,
+)
 from evals.recipes.finetune import finetune
 from evals.recipes.spec import LoadedRecipe
 from evals.runner import GenerationSettings, OpenAISampler, ResultWriter, read_results
@@ -227,8 +233,8 @@ def run(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stages, *,
         raise BadInputError(f"spec {loaded.source.name}: pass_at_k trains with method = 'sft'")
     with timed("load"):
         train, test = load_items(loaded)
-        train_items = pick_test_items(train, _capped(p.train_items, limit), spec.seed)
-        test_items = pick_test_items(test, _capped(p.test_items, limit), spec.seed)
+        train_items = pick_test_items(train, lowered_size(p.train_items, limit), spec.seed)
+        test_items = pick_test_items(test, lowered_size(p.test_items, limit), spec.seed)
     gen = dataclasses.replace(generation_settings(spec), temperature=p.temperature)
     base_model = spec.finetune.base_model
     base_ref: str | Path = base_model if base_model in EMBEDDED_MODELS else Path(base_model)
@@ -268,10 +274,6 @@ def run(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stages, *,
         plot_curves(compared, out / PLOT)
     return _summary(loaded, compared, name, tuned.manifest, len(train_items), rewarded,
                     len(rows))
-
-
-def _capped(default: int, limit: int | None) -> int:
-    return min(default, limit) if limit else default
 
 
 def _summary(loaded: LoadedRecipe, compared: dict[str, Any], name: str,

@@ -36,6 +36,7 @@ from evals.recipes.common import (
     correct_by_item,
     generation_settings,
     load_items,
+    lowered_size,
     serve,
 )
 from evals.recipes.finetune import finetune
@@ -96,7 +97,7 @@ def run(loaded: LoadedRecipe, out: Path, settings: Settings, timed: Stages, *,
                             "method = 'sft'")
     with timed("load"):
         train, _ = load_items(loaded)
-        n = min(t.items, limit) if limit else t.items
+        n = lowered_size(t.items, limit)
         items, variants, report = pick_items(train, n, t.variant_kinds, t.primary_kind,
                                              spec.seed)
         if len(items) < 2:
