@@ -5,7 +5,9 @@ One run measures, each beside a baseline measured in the same run:
 * ingest: ``PaperStore.ingest_corpus`` of the whole file into a fresh store, in records/s and
   total seconds (wall and CPU), against the embedding-only rate of the same embedder on a sample
   of the same documents (what the ingest would take if storing were free); then the no-op rerun.
-* search: ``PaperStore.search`` (hybrid) and ``PaperStore.dense_search`` latency p50/p95 over
+* search: ``PaperStore.search`` (hybrid: lexical candidates from the kept BM25 index, which
+  ``retest ingest`` builds after embedding, timed here too; and from chroma's full-text filter,
+  the path of a store without an index) and ``PaperStore.dense_search`` latency p50/p95 over
   100 queries (half paper titles, half short topic/acronym queries), against chroma's bare vector
   query with the same embedder;
 * known-item recall@10 (query = a paper's title, expect that paper) for each of the three.
@@ -40,6 +42,7 @@ from tqdm import tqdm  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from tools.corpus import iter_corpus  # noqa: E402
 from tools.paper_store import PaperStore, document_text  # noqa: E402
+from tools.retrieval import LexicalIndex  # noqa: E402
 
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "arxiv" / (
     "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz")
@@ -130,23 +133,32 @@ def measure_ingest(store: PaperStore, corpus: Path, sample: list[str]) -> dict[s
             "peak_rss_mb": round(peak_rss_mb())}
 
 
-def measure_search(store: PaperStore, titles: dict[str, str], topics: list[str]) -> dict:
-    """Time hybrid, dense-only and bare-query search; known-item recall@10 on the titles."""
+def measure_search(store: PaperStore, fulltext: PaperStore, titles: dict[str, str],
+                   topics: list[str]) -> dict:
+    """Time hybrid, dense-only and bare-query search; known-item recall@10 on the titles.
+
+    ``store`` searches with the kept BM25 index; ``fulltext`` is the same collection without
+    one (chroma's full-text filter: the path of a store whose corpus has no index yet).
+    """
     queries = list(titles) + topics
-    store.search("warm up the model and the index", k=10)
+    for warm in (store, fulltext):
+        warm.search("warm up the model and the index", k=10)
     store.dense_search(["warm up"], n=10)
-    timing: dict[str, list[float]] = {"hybrid": [], "dense": [], "bare": []}
+    timing: dict[str, list[float]] = {"hybrid": [], "fulltext": [], "dense": [], "bare": []}
     hits = dict.fromkeys(timing, 0)
     for query in tqdm(queries, desc="queries", unit="query"):
-        t0 = time.perf_counter()
-        found = {"hybrid": [p.arxiv_id for p, _ in store.search(query, k=10)]}
-        t1 = time.perf_counter()
-        found["dense"] = [i for i, _ in store.dense_search([query], n=10)[0]]
-        t2 = time.perf_counter()
-        found["bare"] = bare_query(store, query, 10)
-        t3 = time.perf_counter()
-        for name, seconds in (("hybrid", t1 - t0), ("dense", t2 - t1), ("bare", t3 - t2)):
-            timing[name].append(seconds * 1000)
+        found: dict[str, list[str]] = {}
+        seconds: dict[str, float] = {}
+        for name, run in (
+                ("hybrid", lambda q: [p.arxiv_id for p, _ in store.search(q, k=10)]),
+                ("fulltext", lambda q: [p.arxiv_id for p, _ in fulltext.search(q, k=10)]),
+                ("dense", lambda q: [i for i, _ in store.dense_search([q], n=10)[0]]),
+                ("bare", lambda q: bare_query(store, q, 10))):
+            t0 = time.perf_counter()
+            found[name] = run(query)
+            seconds[name] = time.perf_counter() - t0
+        for name in timing:
+            timing[name].append(seconds[name] * 1000)
             if query in titles:
                 hits[name] += titles[query] in found[name]
     figures: dict[str, float] = {}
@@ -156,7 +168,8 @@ def measure_search(store: PaperStore, titles: dict[str, str], topics: list[str])
         figures[f"{name}_recall_at_10"] = round(hits[name] / len(titles), 3)
     bare95 = max(figures["bare_p95_ms"], 1e-9)
     print(f"search: {len(queries)} queries over {store.count()} papers ({load_average()})")
-    for name, label in (("hybrid", "search (hybrid)"), ("dense", "dense_search"),
+    for name, label in (("hybrid", "search (hybrid, BM25 index)"),
+                        ("fulltext", "search (hybrid, full text)"), ("dense", "dense_search"),
                         ("bare", "baseline: bare chroma query")):
         print(f"  {label:<28} p50 {figures[f'{name}_p50_ms']:6.1f} ms  p95 "
               f"{figures[f'{name}_p95_ms']:6.1f} ms  (p95 {figures[f'{name}_p95_ms'] / bare95:.2f}x"
@@ -197,7 +210,15 @@ def main() -> int:
     items = rng.sample(papers, min(args.queries // 2, len(papers)))
     titles = {p.title: p.arxiv_id for p in items}
     topics = rng.sample(TOPICS, min(len(TOPICS), args.queries - len(titles)))
-    results |= measure_search(store, titles, topics)
+    t0 = time.perf_counter()
+    lexical = LexicalIndex.for_corpus(corpus, data_dir, progress=False)
+    results["bm25_build_s"] = round(time.perf_counter() - t0, 1)
+    print(f"BM25 index of {len(lexical)} papers built in {results['bm25_build_s']} s "
+          f"(what `retest ingest` adds after embedding)")
+    indexed = PaperStore(store.settings, client=store.client, lexical=lexical)
+    fulltext = PaperStore(store.settings, client=store.client,
+                          lexical=LexicalIndex.from_papers([], progress=False))
+    results |= measure_search(indexed, fulltext, titles, topics)
     results["data_dir"] = str(data_dir)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,7 @@ from tools.paper import Paper
 from tools.paper_cache import PaperCache
 from tools.paper_store import PaperStore
 from tools.resolve import resolve_paper
+from tools.retrieval import LexicalIndex
 
 LISTING = "arxiv/arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz"
 SNAPSHOT = "arxiv/kaggle_snapshot_format_sample.jsonl"
@@ -176,6 +178,37 @@ def test_hybrid_finds_exact_terms_and_ids(store: PaperStore, sample: list[Paper]
     assert hits[0][0].arxiv_id == target.arxiv_id and hits[0][1] == 1.0
     scores = [s for _, s in store.search("retrieval augmented generation", k=10)]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+
+@pytest.mark.slow
+def test_search_takes_lexical_candidates_from_a_kept_bm25_index(
+        store: PaperStore, sample: list[Paper], monkeypatch: pytest.MonkeyPatch) -> None:
+    indexed = PaperStore(store.settings, client=store.client,
+                         lexical=LexicalIndex.from_papers(sample, progress=False))
+    full_text: list[Any] = []
+    original = indexed.collection.query
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        full_text.append(kwargs.get("where_document"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(indexed.collection, "query", spy)
+    with_term = {p.arxiv_id for p in sample if GRPO.search(p.title + " " + p.abstract)}
+    top = [p.arxiv_id for p, _ in indexed.search("GRPO", k=len(with_term))]
+    assert set(top) == with_term  # the same answer as the full-text path ...
+    assert full_text and not any(full_text)  # ... with no full-text scan of the store
+    old = indexed.search("particle physics cross sections", k=20, until=date(2010, 1, 1))
+    assert old and all(p.published and p.published.year < 2010 for p, _ in old)
+    hep = indexed.search("quantum", k=10, categories=["hep-th", "hep-ph"])
+    assert hep and all({"hep-th", "hep-ph"} & set(p.categories) for p, _ in hep)
+    # A paper that comes in through BM25 alone is scored with its true cosine to the query.
+    target = sample[42]
+    words = " ".join(target.title.split()[:4])
+    candidates: dict[str, Any] = {}
+    indexed._collect_ids(candidates, [target.arxiv_id], indexed.embedder([words])[0],
+                         None, None, None)
+    dense = dict(indexed.dense_search([words], n=len(sample))[0])
+    assert candidates[target.arxiv_id][2] == pytest.approx(dense[target.arxiv_id], abs=1e-3)
 
 
 @pytest.mark.slow
@@ -446,6 +479,7 @@ def test_cli_ingest_search_paper(shared_data: Path, isolated_env: Path,
     report = json.loads(capsys.readouterr().out)
     assert (report["new"], report["already_stored"], report["store_count"]) == (0, 30, 30)
     assert report["malformed"][0]["line"] == 3
+    assert report["bm25_indexed"] == 30  # the kept index `search` takes lexical hits from
 
     title = json.loads(lines[5])["title"]
     assert main(["search", title, "--json", "--k", "3", "--since", "2025-01-01"]) == 0

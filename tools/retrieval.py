@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,6 +33,7 @@ from core.errors import BadInputError
 from core.fsutil import atomic_write_text
 from core.lock import FileLock
 from tools.corpus import iter_corpus
+from tools.paper import Paper
 from tools.ranking import reciprocal_rank_fusion
 
 log = logging.getLogger(__name__)
@@ -149,13 +150,21 @@ class LexicalIndex:
     @classmethod
     def build(cls, corpus: Path | str, *, progress: bool = True) -> LexicalIndex:
         """Build an index in memory from every readable record of ``corpus`` (first id wins)."""
+        index = cls.from_papers(iter_corpus(corpus), progress=progress)
+        if not index.ids:
+            raise BadInputError(f"corpus {corpus} holds no readable papers to index")
+        return index
+
+    @classmethod
+    def from_papers(cls, papers: Iterable[Paper], *, progress: bool = True) -> LexicalIndex:
+        """Build an index in memory over ``papers`` (first of each id wins); may be empty."""
         bm25s = _bm25s()
 
         ids: list[str] = []
         days: list[int] = []
         texts: list[str] = []
         seen: set[str] = set()
-        for paper in iter_corpus(corpus):
+        for paper in papers:
             if paper.arxiv_id in seen:
                 continue
             seen.add(paper.arxiv_id)
@@ -163,7 +172,7 @@ class LexicalIndex:
             days.append(_day_int(paper.published))
             texts.append(document_text(paper.title, paper.abstract))
         if not ids:
-            raise BadInputError(f"corpus {corpus} holds no readable papers to index")
+            return cls(bm25s.BM25(), [], np.zeros(0, dtype=np.int32), None)
         tokens = _tokenize(texts, _stemmer(), ids=True)
         retriever = bm25s.BM25()
         # Bars only on a terminal: in logs (cron, the scheduler's JSON lines) they are noise.
@@ -184,6 +193,22 @@ class LexicalIndex:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)
         self.path = folder
+
+    @classmethod
+    def kept(cls, data_dir: Path | str, corpus: Path | str | None = None) -> LexicalIndex | None:
+        """Load an index already saved under ``data_dir``, never building one; None if none.
+
+        With ``corpus`` (a readable file): that corpus's index. Without: the most recently
+        built index there (the store under the same ``data_dir`` was filled from a corpus whose
+        index a report or ``retest ingest`` built). Papers it lists that the caller does not
+        hold are the caller's to drop.
+        """
+        root = Path(data_dir) / "bm25"
+        if corpus is not None and Path(corpus).is_file():
+            folder = root / corpus_fingerprint(corpus)
+            return cls.load(folder) if (folder / "meta.json").is_file() else None
+        saved = sorted(root.glob("*/meta.json"), key=lambda meta: meta.stat().st_mtime)
+        return cls.load(saved[-1].parent) if saved else None
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
@@ -238,7 +263,7 @@ class LexicalIndex:
 
     def _ranked(self, tokens: list[str], n: int, since: date | None
                 ) -> list[tuple[str, float]]:
-        if not tokens or n < 1:
+        if not tokens or n < 1 or not self.ids:
             return []
         mask = None
         if since is not None:
@@ -256,7 +281,7 @@ class LexicalIndex:
         ``since`` keeps papers published on or after it (undated papers are then left out).
         Return one ``[(arxiv_id, score)]`` list per query, best first.
         """
-        if n < 1 or not queries:
+        if n < 1 or not queries or not self.ids:
             return [[] for _ in queries]
         return [self._ranked(list(tokens), n, since)
                 for tokens in _tokenize(list(queries), self._stemmer, ids=False)]

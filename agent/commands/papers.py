@@ -47,13 +47,19 @@ def ingest(
     """Load a corpus file into the paper store; resumes after a kill, and a rerun adds nothing."""
     from tools.corpus import CorpusReport
     from tools.paper_store import PaperStore
+    from tools.retrieval import LexicalIndex
 
     if not path.is_file():
         raise BadInputError(f"corpus file not found: {path}")
-    store = PaperStore(settings_from_flags())
+    settings = settings_from_flags()
+    store = PaperStore(settings)
     stats = store.ingest_corpus(path, progress=not quiet)
     if stats.papers == 0 and stats.malformed_count == 0:
         raise BadInputError(f"no records in {path}")
+    # The kept BM25 index of this file: `search` takes its lexical candidates from it instead
+    # of scanning chroma's full text (loaded, not rebuilt, when the file is unchanged).
+    indexed = (len(LexicalIndex.for_corpus(path, settings.data_dir, progress=not quiet))
+               if stats.papers else 0)
     report = CorpusReport(path=str(path), lines=stats.lines, papers=stats.papers,
                           formats=stats.formats, malformed_count=stats.malformed_count,
                           malformed=stats.malformed)
@@ -65,13 +71,14 @@ def ingest(
             "malformed_count": stats.malformed_count,
             "malformed": [{"line": n, "reason": r} for n, r in stats.malformed],
             "seconds": round(stats.seconds, 2), "embed_seconds": round(stats.embed_seconds, 2),
-            "store_count": store.count(),
+            "store_count": store.count(), "bm25_indexed": indexed,
         })
         return
     typer.echo(f"read {report.summary()}")
     for line_no, reason in stats.malformed[:20]:
         typer.echo(f"  line {line_no}: {reason}", err=True)
-    typer.echo(f"{stats.summary()}; the store holds {store.count()} papers")
+    typer.echo(f"{stats.summary()}; the store holds {store.count()} papers; "
+               f"BM25 index of {indexed} papers")
 
 
 def search(
