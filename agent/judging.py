@@ -20,7 +20,10 @@ Grounding, applied to every judgement in code:
   nothing fuzzy). ``supports`` and ``unrelated`` need none.
 - The model's summary is shown only when each of its sentences is mostly verbatim from the
   abstract (``summary_is_grounded``: at least 75% of its word trigrams occur there); otherwise the
-  abstract's own first sentence is shown, and ``summary_source`` says which.
+  abstract's own sentence that bears most on the claim is shown (``claim_sentence``: the most
+  content-word stems shared with the claim, the earlier on ties, the first when none), and
+  ``summary_source`` says which. An abstract's first sentence is mostly field background
+  ("Large language models are increasingly ..."), which tells a reader nothing about the claim.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agent.ask import content_words
 from agent.prompts import (
     JUDGE_PROMPT_VERSION,
     STANCE_LABELS,
@@ -186,16 +190,34 @@ def summary_is_grounded(summary: str, abstract: str) -> bool:
     return True
 
 
+def _stems(text: str) -> set[str]:
+    # Six-letter prefixes, so "memorized" meets "memorization" and "templates" "template".
+    return {word[:6] for word in content_words(text)}
+
+
+def claim_sentence(abstract: str, claim: str) -> str:
+    """Return the abstract's sentence sharing the most content-word stems with ``claim``.
+
+    Sentences that address the judge are never chosen. Ties go to the earlier sentence; with no
+    shared stem the first sentence is returned; "" for an abstract with no sentence.
+    """
+    sentences = [s for s in split_sentences(abstract) if not addresses_judge(s)]
+    if not sentences:
+        return ""
+    wanted = _stems(claim)
+    best = max(range(len(sentences)), key=lambda i: (len(wanted & _stems(sentences[i])), -i))
+    return sentences[best]
+
+
 def ground(stance: str, summary: str, quote: str | None, abstract: str,
-           removed: list[str] | None = None) -> JudgeOutput:
+           removed: list[str] | None = None, *, claim: str = "") -> JudgeOutput:
     """Check a model's judgement against the abstract (module docstring) and return it."""
     verified = verify_quote(quote, abstract)
     counts = stance not in NEEDS_QUOTE or verified is not None
     if summary_is_grounded(summary, abstract):
         shown, source = re.sub(r"\s+", " ", summary).strip(), "model"
     else:
-        first = next((s for s in split_sentences(abstract) if not addresses_judge(s)), "")
-        shown, source = first, "abstract"
+        shown, source = claim_sentence(abstract, claim), "abstract"
     return JudgeOutput(stance=stance, summary=shown, summary_source=source,  # type: ignore[arg-type]
                        quote=verified, stance_counts=counts, removed_sentences=removed or [])
 
@@ -301,13 +323,15 @@ class Judge:
         if self.method == "loglik":
             stance = self._loglik_stances([clean], None)[0]
             if stance == "unrelated":
-                return ground(stance, "", None, abstract, removed)
+                return ground(stance, "", None, abstract, removed, claim=clean.claim)
             reply = self._complete_json(
                 judge_grounding_messages(clean.claim, clean.title, abstract, stance), Grounding,
                 max_tokens=220)
-            return ground(stance, reply.summary, reply.quote, abstract, removed)
+            return ground(stance, reply.summary, reply.quote, abstract, removed,
+                          claim=clean.claim)
         reply = self._generate(clean)
-        return ground(reply.stance, reply.summary, reply.quote, abstract, removed)
+        return ground(reply.stance, reply.summary, reply.quote, abstract, removed,
+                      claim=clean.claim)
 
     def _generate(self, item: JudgeInput) -> Judgement:
         return self._complete_json(judge_messages(item.claim, item.title, item.abstract),

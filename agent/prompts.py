@@ -49,7 +49,9 @@ def query_plan_messages(claim: Claim) -> list[dict[str, str]]:
     ]
 
 
-JUDGE_PROMPT_VERSION = "judge-v2"  # bump on any change below: it keys the judgement cache
+# Bump on any change below, or to what agent.judging.ground stores: it keys the judgement cache.
+# v3: a summary that fails the grounding check falls back to the claim's sentence, not the first.
+JUDGE_PROMPT_VERSION = "judge-v3"
 JUDGE_ABSTRACT_CHARS = 1600  # findings sit at the end of an abstract: keep most of it
 STANCE_LABELS: tuple[str, ...] = STANCES  # the names come from agent.state
 

@@ -74,7 +74,7 @@ class Evidence(TypedDict):
     recency: str
     # Grounding (agent.judging): a relaxes/overturns stance counts only with a quote that code
     # found verbatim in the abstract; the summary is the model's when it is mostly verbatim,
-    # else the abstract's first sentence.
+    # else the abstract's sentence that bears most on the claim (agent.judging.claim_sentence).
     quote: str | None
     stance_counts: bool
     summary_source: Literal["model", "abstract"]
