@@ -56,8 +56,10 @@ def budget_line(block: dict[str, Any] | None) -> str:
     return line + "."
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{float(value):+.{digits}f}"
+def _points(value: Any) -> str:
+    # Every recipe's effect is a difference of accuracy shares (or pass rates); a reader
+    # compares it with the headline below it, which says points.
+    return "n/a" if value is None else f"{100 * float(value):+.1f}"
 
 
 def _p(value: Any) -> str:
@@ -87,7 +89,7 @@ def retest_lines(claim_id: str, retest: dict[str, Any], cell: Any) -> list[str]:
         return [f"Re-test `{spec}` ({role}) **skipped**: {cell(retest['skipped_reason'])}.",
                 "", f"- Design: {cell(retest.get('design') or 'see the spec')}", ""]
     ci = retest.get("ci")
-    ci_text = f" [{_num(ci[0])}, {_num(ci[1])}] (95% CI)" if ci else " (no CI)"
+    ci_text = f" [{_points(ci[0])}, {_points(ci[1])}] (95% CI)" if ci else " (no CI)"
     p_text = f"p = {_p(retest.get('p_value'))}"
     if retest.get("p_source") and retest["p_source"] not in ("recipe", "none"):
         p_text += f" ({retest['p_source']})"
@@ -108,7 +110,7 @@ def retest_lines(claim_id: str, retest: dict[str, Any], cell: Any) -> list[str]:
     lines = [f"Re-test `{spec}` ({role}; all outputs in `retests/{claim_id}/`):", "",
              f"- Design: {cell(retest.get('design') or 'see the spec')}",
              f"- n = {retest.get('n') if retest.get('n') is not None else 'n/a'}; effect "
-             f"{_num(retest.get('effect'))}{ci_text}; {p_text}.",
+             f"{_points(retest.get('effect'))} points{ci_text}; {p_text}.",
              f"- Reading: {reading}; {time_text}.", ""]
     for plot in retest.get("plots") or []:
         lines += [f"![{plot.rsplit('/', 1)[-1]}]({plot})", ""]

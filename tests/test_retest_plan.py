@@ -235,7 +235,7 @@ def test_report_lines_show_design_n_effect_ci_both_p_decides_and_plot():
     md = "\n".join(retest_lines("C1", c1, str))
     assert "controlled comparison: decides the verdict" in md
     assert "- Design: SmolLM2 LoRA-SFT at doses 0/0.25/1; planted vs novel items" in md
-    assert "n = 60; effect +0.400 [+0.230, +0.570] (95% CI); p = 0.0300" in md
+    assert "n = 60; effect +40.0 points [+23.0, +57.0] (95% CI); p = 0.0300" in md
     assert "Holm-adjusted p = 0.0900" in md and "Reading: inconclusive; ran in 10 min" in md
     assert "![dose_response.png](retests/C1/dose_response.png)" in md
     skipped = "\n".join(retest_lines("C3", c3, str))

@@ -318,6 +318,8 @@ def _pct(value: Any) -> str:
 
 
 def _acc(cell: dict[str, Any]) -> str:
+    if not cell.get("n"):  # e.g. dose 0 plants no item: nothing was measured, not "n/a [n/a]"
+        return "none (n=0)"
     ci = cell.get("ci") or [None, None]
     return f"{_pct(cell.get('accuracy'))} [{_pct(ci[0])}, {_pct(ci[1])}] (n={cell.get('n')})"
 
