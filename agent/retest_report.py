@@ -103,7 +103,7 @@ def retest_lines(claim_id: str, retest: dict[str, Any], cell: Any) -> list[str]:
         reading += f" ({cell(untestable)})"
     time_text = ("reused a finished result" if retest.get("reused") else
                  f"ran in {human_duration(float(retest.get('wall_s') or 0.0))}")
-    if retest.get("expected_s") is not None:
+    if retest.get("expected_s") is not None and not retest.get("reused"):  # reuse costs 0
         time_text += f" (expected ~{human_duration(float(retest['expected_s']))}"
         time_text += (f", budget {human_duration(float(retest['budget_s']))})"
                       if retest.get("budget_s") is not None else ")")

@@ -19,6 +19,9 @@ clauses (split at semicolons and colons), and the prompt's question and tasks. W
 ``--plan`` the configured LLM also plans queries as in a report run (needs a model server).
 Nothing here looks at the labelled ids to build queries; the labels are used only to score.
 
+A table then counts the relevant rows by the rank BM25 and dense give them for the claim's
+own text (top 20, 21-100, 101-1000, past 1000): what no fusion of these two rankers can lift.
+
 The relevance floor table shows, for several cosine floors, the share of relevant and of
 not-relevant labelled rows whose claim-paper cosine is at least the floor; RELEVANCE_FLOOR in
 ``agent/nodes/search.py`` is the highest floor that keeps at least 95% of the relevant rows.
@@ -264,6 +267,13 @@ def main() -> None:
         print(f"  {name}: {recall(ranked['hybrid'], sub, 20):.3f} "
               f"({sum(map(len, sub.values()))} relevant)")
 
+    buckets = rank_buckets(lexical, dense, claims, relevant)
+    print("\nwhere each ranker puts the relevant rows for the claim's own text (how many):")
+    print(f"{'ranker':<8} " + " ".join(f"{b:>13}" for b in BUCKETS))
+    for ranker, counts in buckets.items():
+        print(f"{ranker:<8} " + " ".join(f"{counts[b]:>13}" for b in BUCKETS))
+    results["claim text ranks"] = buckets
+
     floors = floor_table(store, claims, labelled)
     print(f"\nrelevance floor (cosine of claim and paper), labelled rows kept "
           f"[current RELEVANCE_FLOOR={RELEVANCE_FLOOR}]:")
@@ -275,6 +285,29 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"results": results, "floors": floors,
                                          "timings": timings}, indent=2) + "\n")
+
+
+BUCKETS = ("top 20", "21-100", "101-1000", "past 1000")
+
+
+def rank_buckets(lexical: LexicalIndex, dense: Any, claims: dict[tuple[str, str], Claim],
+                 relevant: dict[tuple[str, str], set[str]]) -> dict[str, dict[str, int]]:
+    """Count relevant rows by the rank BM25 and dense give them for the claim text alone.
+
+    Rows past rank 1000 are beyond what any fusion or re-ranking of these rankers' lists reaches:
+    the vocabulary of the claim and of the papers that bear on it do not meet.
+    """
+    out = {"bm25": dict.fromkeys(BUCKETS, 0), "dense": dict.fromkeys(BUCKETS, 0)}
+    for key, claim in claims.items():
+        since = date_floor(claim["date_from"])
+        for ranker, hits in (("bm25", lexical.search([claim["text"]], 1000, since)[0]),
+                             ("dense", dense([claim["text"]], 1000, since)[0])):
+            rank = {pid: i for i, (pid, _) in enumerate(hits, start=1)}
+            for pid in relevant.get(key, set()):
+                r = rank.get(pid, 10**9)
+                out[ranker][BUCKETS[0] if r <= 20 else BUCKETS[1] if r <= 100
+                            else BUCKETS[2] if r <= 1000 else BUCKETS[3]] += 1
+    return out
 
 
 def floor_table(store: PaperStore, claims: dict[tuple[str, str], Claim],

@@ -233,6 +233,7 @@ def run_spec(spec_path: str | Path, out_dir: str | Path | None, settings: Settin
         with timed("write"):
             summary["stages_s"] = timed.seconds
             summary["out_dir"] = str(out.resolve())
+            summary["reading_version"] = stats.READING_VERSION
             write_outputs(finite(summary), out)
     log.info("eval %s: supports_claim=%s (%s)", loaded.source.name, summary["supports_claim"],
              out)

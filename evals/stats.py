@@ -28,6 +28,13 @@ Z_ALPHA = 1.959964  # two-sided 5%
 Z_POWER = 0.841621  # 80% power
 TARGET_EFFECT = 0.10  # the 10-point gap a split must be able to detect
 ALPHA = 0.05  # a CI reading must be confirmed by the gap's own test at this level
+# The version of the rules that turn statistics into ``supports_claim`` (supports_claim below and
+# each recipe's reading). Every summary records it as ``reading_version``; a finished re-test
+# whose summary carries another version is summarized again (its models and answers are reused),
+# so a report never shows a reading under a rule the code no longer applies. Bump on any change.
+# 2: a CI excluding 0 needs the effect's own p < ALPHA; pass@k's headline is the largest-k
+#    advantage; self-verification with fewer than 3 right or 3 wrong answers is untestable.
+READING_VERSION = 2
 EQUIVALENCE_MARGIN = 0.05  # a gap whose CI lies within +-5 points counts as "no gap"
 # Worst-case standard deviation of a paired 0/1 difference when the data say nothing (n < 2 or
 # no disagreement): two independent coin flips differ with SD sqrt(0.5).

@@ -17,6 +17,7 @@ from report_fakes import FakeLLM
 from agent.cli import main
 from agent.nodes.context import CancelledError, ReportOptions
 from core.settings import load_settings
+from evals.stats import READING_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS_NAME = "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz"
@@ -306,3 +307,16 @@ def test_tiny_budget_runs_the_cheapest_fitting_recipe_and_skips_the_rest(
     assert again_c4["reused"] is True and again_c4["wall_s"] == 0.0
     assert again_c4["summary"]["supports_claim"] == c4["summary"]["supports_claim"]
     assert (tmp_path / "out2" / "retests" / "C4" / "summary.json").is_file()
+
+    # A result summarized under older reading rules is read again, from the same answers.
+    stored = isolated_env / "retests" / folders[0] / "summary.json"
+    stale = json.loads(stored.read_text())
+    assert stale["reading_version"] == READING_VERSION
+    stored.write_text(json.dumps({**stale, "reading_version": READING_VERSION - 1,
+                                  "supports_claim": "read by an old rule"}))
+    third = run_report(seed_prompt.read_text(), _settings(small_corpus), tmp_path / "out3",
+                       llm_factory=lambda: fake, options=options)
+    third_c4 = {c["id"]: c for c in third.report["claims"]}["C4"]["retest"]
+    assert third_c4["reused"] is False and results.read_bytes() == before  # no answer redone
+    assert third_c4["summary"]["reading_version"] == READING_VERSION
+    assert third_c4["summary"]["supports_claim"] == c4["summary"]["supports_claim"]

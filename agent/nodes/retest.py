@@ -41,6 +41,7 @@ from agent.state import AgentState, Claim, Retest, RetestPlan
 from core.errors import RetestError
 from core.fsutil import atomic_write_json
 from evals.dispatch import run_spec_file
+from evals.stats import READING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,19 @@ def _retests_dir(ctx: RunContext) -> Path:
 
 
 def _finished(folder: Path) -> bool:
-    """Tell whether a claim's folder holds a finished result (reused, costing nothing)."""
-    return (folder / DONE_FILE).is_file() and (folder / "summary.json").is_file()
+    """Tell whether a claim's folder holds a finished result read by today's rules.
+
+    A finished result is reused at no cost. One summarized under other reading rules
+    (``evals.stats.READING_VERSION``) is not: the recipe runs again in the same folder, reusing
+    its trained models and recorded answers, and reads them by the current rules.
+    """
+    if not (folder / DONE_FILE).is_file():
+        return False
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("reading_version") == READING_VERSION
 
 
 def _measured(ctx: RunContext) -> dict[str, float]:

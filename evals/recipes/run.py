@@ -18,6 +18,7 @@ from evals.recipes import analyses, passk, template_transfer
 from evals.recipes.common import fixed_in_advance
 from evals.recipes.spec import LoadedRecipe, load_recipe
 from evals.stages import Stages, finite, output_lock
+from evals.stats import READING_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def run_recipe(spec_path: str | Path, out_dir: str | Path | None, settings: Sett
                      "claim_kinds": loaded.spec.claim_kinds},
             "recipe": loaded.spec.recipe, "scoring": loaded.spec.scoring,
             "stages_s": timed.seconds, "out_dir": str(out.resolve()), "fixed": fixed,
+            "reading_version": READING_VERSION,
         })
         summary = finite(summary)
         analyses.write_recipe_outputs(summary, out)
