@@ -101,9 +101,11 @@ def retest_lines(claim_id: str, retest: dict[str, Any], cell: Any) -> list[str]:
     untestable = (retest.get("summary") or {}).get("untestable")
     if untestable:  # e.g. a model that got every item wrong leaves its verifier nothing to sort
         reading += f" ({cell(untestable)})"
+    took = human_duration(float(retest.get("wall_s") or 0.0))
     time_text = ("reused a finished result" if retest.get("reused") else
-                 f"ran in {human_duration(float(retest.get('wall_s') or 0.0))}")
-    if retest.get("expected_s") is not None and not retest.get("reused"):  # reuse costs 0
+                 f"an earlier run's models and answers read again by today's rules in {took}"
+                 if retest.get("reread") else f"ran in {took}")
+    if retest.get("expected_s") is not None and not (retest.get("reused") or retest.get("reread")):
         time_text += f" (expected ~{human_duration(float(retest['expected_s']))}"
         time_text += (f", budget {human_duration(float(retest['budget_s']))})"
                       if retest.get("budget_s") is not None else ")")

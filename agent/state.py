@@ -114,6 +114,9 @@ class Retest(TypedDict):
     expected_s: float
     wall_s: float  # 0 when a finished result was reused
     reused: bool
+    # A finished run's answers read again because its summary predates today's reading rules
+    # (evals.stats.READING_VERSION): wall_s is then the re-read's, not an experiment's.
+    reread: bool
     work_dir: str
     plots: list[str]  # PNGs relative to the report folder
 

@@ -314,9 +314,14 @@ def test_tiny_budget_runs_the_cheapest_fitting_recipe_and_skips_the_rest(
     assert stale["reading_version"] == READING_VERSION
     stored.write_text(json.dumps({**stale, "reading_version": READING_VERSION - 1,
                                   "supports_claim": "read by an old rule"}))
+    ledger = isolated_env / "retests" / "wall_times.json"
+    measured = ledger.read_text()
     third = run_report(seed_prompt.read_text(), _settings(small_corpus), tmp_path / "out3",
                        llm_factory=lambda: fake, options=options)
     third_c4 = {c["id"]: c for c in third.report["claims"]}["C4"]["retest"]
     assert third_c4["reused"] is False and results.read_bytes() == before  # no answer redone
+    assert third_c4["reread"] is True and c4["reread"] is again_c4["reread"] is False
+    assert "read again by today's rules" in (tmp_path / "out3" / "report.md").read_text()
     assert third_c4["summary"]["reading_version"] == READING_VERSION
     assert third_c4["summary"]["supports_claim"] == c4["summary"]["supports_claim"]
+    assert ledger.read_text() == measured  # a re-read's seconds are no estimate of a run

@@ -168,8 +168,11 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
             updated[item.claim_id] = RetestPlan(**{**plan, "status": f"skipped: {why}",
                                                    "skipped_reason": why})
             continue
+        folder = folders[item.claim_id]
         ctx.emit("retest", f"{item.claim_id}: " + (
-            f"reusing the finished {recipe.name} result" if _finished(folders[item.claim_id]) else
+            f"reusing the finished {recipe.name} result" if _finished(folder) else
+            f"reading the finished {recipe.name} answers again by today's rules"
+            if (folder / DONE_FILE).is_file() else
             f"running {recipe.name} (expected ~{human_duration(item.expected_s)})"), i, len(queue))
         try:
             record = _run_one(ctx, recipe, claims[item.claim_id], folders[item.claim_id],
@@ -194,6 +197,9 @@ def _run_one(ctx: RunContext, recipe: Recipe, claim: Claim, folder: Path,
     """Run (or reuse the finished) re-test of one claim in its own folder; copy its outputs."""
     items = ctx.options.retest_items
     reused = _finished(folder)
+    # A finished run read by older rules runs again in place: its wall time is that of a
+    # re-read, which must not become the estimate for a fresh run of this spec.
+    reread = not reused and (folder / DONE_FILE).is_file()
     started = time.monotonic()
     if reused:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
@@ -204,7 +210,8 @@ def _run_one(ctx: RunContext, recipe: Recipe, claim: Claim, folder: Path,
         atomic_write_json(folder / DONE_FILE, {
             "claim_id": claim["id"], "claim": claim["text"], "spec": recipe.path.name,
             "spec_sha256": recipe.sha256, "items": items, "wall_s": round(wall, 1)})
-        _record_wall_time(ctx, cost_key(recipe, items), wall)
+        if not reread:
+            _record_wall_time(ctx, cost_key(recipe, items), wall)
     report_dir = ctx.out_dir / "retests" / claim["id"]
     _copy_outputs(folder, report_dir)
     head = headline(summary)
@@ -219,7 +226,7 @@ def _run_one(ctx: RunContext, recipe: Recipe, claim: Claim, folder: Path,
         design=design if isinstance(design, str) and design.strip() else recipe.description,
         n=head["n"], effect=head["effect"], ci=head["ci"], p_value=head["p_value"],
         p_source=head["p_source"], p_holm=None, holm_note="", expected_s=round(expected_s, 1),
-        wall_s=round(wall, 1), reused=reused, work_dir=str(folder),
+        wall_s=round(wall, 1), reused=reused, reread=reread, work_dir=str(folder),
         plots=[f"retests/{claim['id']}/{p.name}" for p in sorted(report_dir.glob("*.png"))])
 
 
