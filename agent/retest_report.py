@@ -35,7 +35,9 @@ def budget_json(claims: list[dict[str, Any]], budget_s: float) -> dict[str, Any]
     ran = [c for c in claims if c["retest"] and not c["retest"].get("skipped_reason")]
     return {"budget_s": budget_s,
             "spent_s": round(sum(float(c["retest"].get("wall_s") or 0.0) for c in ran), 1),
-            "ran": [c["id"] for c in ran if not c["retest"].get("reused")],
+            "ran": [c["id"] for c in ran
+                    if not (c["retest"].get("reused") or c["retest"].get("reread"))],
+            "reread": [c["id"] for c in ran if c["retest"].get("reread")],
             "reused": [c["id"] for c in ran if c["retest"].get("reused")],
             "skipped": {c["id"]: c["retest"]["skipped_reason"] for c in claims
                         if c["retest"] and c["retest"].get("skipped_reason")}}
@@ -48,8 +50,11 @@ def budget_line(block: dict[str, Any] | None) -> str:
     if not block["budget_s"]:
         return "Re-tests: off (--retest-budget 0)."
     skipped = block["skipped"]
-    line = (f"Re-tests: {len(block['ran'])} ran and {len(block['reused'])} reused finished "
-            f"results, in {human_duration(block['spent_s'])} of a "
+    reread = block.get("reread") or []  # absent from reports written before it existed
+    read_again = (f", {len(reread)} read an earlier run's answers again by today's rules"
+                  if reread else "")
+    line = (f"Re-tests: {len(block['ran'])} ran{read_again} and {len(block['reused'])} reused "
+            f"finished results, in {human_duration(block['spent_s'])} of a "
             f"{human_duration(block['budget_s'])} budget (cheapest first)")
     if skipped:
         line += "; skipped: " + "; ".join(f"{cid} ({why})" for cid, why in skipped.items())

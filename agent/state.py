@@ -128,7 +128,7 @@ class RetestPlan(TypedDict):
     spec: str | None
     chosen_by: str  # "llm", "keywords" or "none"
     needs: str  # for claims without a recipe: what a re-test would need
-    status: str  # "planned", "ran", "reused", "failed: ...", "skipped: ...", "no recipe"
+    status: str  # "planned", "ran", "reread", "reused", "failed: ...", "skipped: ...", "no recipe"
     candidates: list[str]  # the recipes the model could choose among, best first
     score: float  # the chosen recipe's claim-kind score (agent.nodes.retest_plan)
     decides: bool

@@ -242,11 +242,15 @@ def test_report_lines_show_design_n_effect_ci_both_p_decides_and_plot():
     assert "**skipped**: needs ~7 min, 2 min of budget left." in skipped
     block = budget_json([{"id": "C1", "retest": c1}, {"id": "C3", "retest": c3},
                          {"id": "C5", "retest": None}], 900.0)
-    assert block == {"budget_s": 900.0, "spent_s": 598.0, "ran": ["C1"], "reused": [],
-                     "skipped": {"C3": "needs ~7 min, 2 min of budget left"}}
+    assert block == {"budget_s": 900.0, "spent_s": 598.0, "ran": ["C1"], "reread": [],
+                     "reused": [], "skipped": {"C3": "needs ~7 min, 2 min of budget left"}}
     assert budget_line(block) == ("Re-tests: 1 ran and 0 reused finished results, in 10 min of "
                                   "a 15 min budget (cheapest first); skipped: C3 (needs ~7 "
                                   "min, 2 min of budget left).")
+    reread = budget_json([{"id": "C1", "retest": {**c1, "reread": True, "wall_s": 27.0}}], 900.0)
+    assert reread["ran"] == [] and reread["reread"] == ["C1"]
+    assert budget_line(reread).startswith("Re-tests: 0 ran, 1 read an earlier run's answers "
+                                          "again by today's rules and 0 reused finished results")
 
 
 @pytest.mark.parametrize("budget", ["45", "ten minutes", "-1m"])

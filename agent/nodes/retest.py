@@ -184,7 +184,7 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         spent += record["wall_s"]
         retests[item.claim_id] = record
         updated[item.claim_id] = RetestPlan(**{**plan, "status": "reused" if record["reused"]
-                                               else "ran"})
+                                               else "reread" if record["reread"] else "ran"})
         ctx.emit("retest", f"{item.claim_id}: {recipe.name} " + (
             "reused" if record["reused"] else f"done in {human_duration(record['wall_s'])}"),
             i + 1, len(queue))
