@@ -215,9 +215,8 @@ def main() -> int:
     results["bm25_build_s"] = round(time.perf_counter() - t0, 1)
     print(f"BM25 index of {len(lexical)} papers built in {results['bm25_build_s']} s "
           f"(what `retest ingest` adds after embedding)")
-    indexed = PaperStore(store.settings, client=store.client, lexical=lexical)
-    fulltext = PaperStore(store.settings, client=store.client,
-                          lexical=LexicalIndex.from_papers([], progress=False))
+    indexed = PaperStore(store.settings, client=store.client, lexical=[lexical])
+    fulltext = PaperStore(store.settings, client=store.client, lexical=[])
     results |= measure_search(indexed, fulltext, titles, topics)
     results["data_dir"] = str(data_dir)
     if args.json:

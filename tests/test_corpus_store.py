@@ -184,7 +184,7 @@ def test_hybrid_finds_exact_terms_and_ids(store: PaperStore, sample: list[Paper]
 def test_search_takes_lexical_candidates_from_a_kept_bm25_index(
         store: PaperStore, sample: list[Paper], monkeypatch: pytest.MonkeyPatch) -> None:
     indexed = PaperStore(store.settings, client=store.client,
-                         lexical=LexicalIndex.from_papers(sample, progress=False))
+                         lexical=[LexicalIndex.from_papers(sample, progress=False)])
     full_text: list[Any] = []
     original = indexed.collection.query
 
@@ -468,9 +468,9 @@ def test_resolution_from_store(store_settings: Settings, store: PaperStore,
 @pytest.mark.slow
 def test_cli_ingest_search_paper(shared_data: Path, isolated_env: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    lines = _listing_lines(shared_data, 30)
+    lines = _listing_lines(shared_data, 40)
     corpus = isolated_env.parent / "small.jsonl"
-    corpus.write_text("".join(lines[:2]) + "{oops\n" + "".join(lines[2:]), encoding="utf-8")
+    corpus.write_text("".join(lines[:2]) + "{oops\n" + "".join(lines[2:30]), encoding="utf-8")
     assert main(["ingest", str(corpus), "--quiet"]) == 0
     out = capsys.readouterr()
     assert "30 papers" in out.out and "1 malformed (lines 3)" in out.out
@@ -480,6 +480,17 @@ def test_cli_ingest_search_paper(shared_data: Path, isolated_env: Path,
     assert (report["new"], report["already_stored"], report["store_count"]) == (0, 30, 30)
     assert report["malformed"][0]["line"] == 3
     assert report["bm25_indexed"] == 30  # the kept index `search` takes lexical hits from
+    # A second file gets its own index; search draws on both, so the first file's papers
+    # stay findable by their words after the second ingest.
+    second = isolated_env.parent / "second.jsonl"
+    second.write_text("".join(lines[30:]), encoding="utf-8")
+    assert main(["ingest", str(second), "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bm25_indexed"] == 10
+    store = PaperStore(load_settings())
+    assert sorted(len(index) for index in store.lexical_indexes()) == [10, 30]
+    first = json.loads(lines[7])
+    found = [p.arxiv_id for p, _ in store.search(" ".join(first["title"].split()[:5]), k=5)]
+    assert first["id"] in found
 
     title = json.loads(lines[5])["title"]
     assert main(["search", title, "--json", "--k", "3", "--since", "2025-01-01"]) == 0

@@ -9,10 +9,10 @@ falling back to chroma's downloadable default.
 
 Search is hybrid because dense vectors blur rare exact tokens: a query for "GRPO" or an arXiv id
 must find the paper that says exactly that. Candidates come from a dense query plus a lexical
-one: the kept BM25 index of the corpus (``tools.retrieval.LexicalIndex``, built by a report or
-``retest ingest``) when ``data_dir`` holds one, else, for short queries only, dense queries
-restricted to documents containing the distinctive terms (chroma's full-text filter, a scan of
-every document: 150-230 ms each on the 46,696-paper store). Each candidate is scored
+one: the kept BM25 indexes of the corpus files (``tools.retrieval.LexicalIndex``, built by a
+report or ``retest ingest``) when ``data_dir`` holds any, else, for short queries only, dense
+queries restricted to documents containing the distinctive terms (chroma's full-text filter, a
+scan of every document: 150-230 ms each on the 46,696-paper store). Each candidate is scored
 ``0.65 * cosine + 0.35 * term overlap``; an exact id scores 1.0.
 """
 
@@ -24,7 +24,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from itertools import islice
@@ -262,19 +262,19 @@ class PaperStore:
     """Papers in a chromadb collection, with idempotent upserts and hybrid search."""
 
     def __init__(self, settings: Settings, client: Any | None = None,
-                 embedder: StoreEmbedder | None = None, lexical: LexicalIndex | None = None
-                 ) -> None:
+                 embedder: StoreEmbedder | None = None,
+                 lexical: Sequence[LexicalIndex] | None = None) -> None:
         """Open (creating if needed) the collection named by ``settings.store.collection``.
 
         ``embedder`` is for benches and tests that must isolate the store from the model
         (default: MiniLM as configured in ``settings.store``). A collection written with one
-        embedder does not open with another: ServiceError names both. ``lexical`` is the BM25
-        index :meth:`search` takes lexical candidates from; by default the kept one of
-        ``settings.corpus`` (or the newest under ``settings.data_dir``), looked up at the first
-        search and never built here.
+        embedder does not open with another: ServiceError names both. ``lexical`` are the BM25
+        indexes :meth:`search` takes lexical candidates from; by default every kept one under
+        ``settings.data_dir`` (one per indexed corpus file), looked up at the first search and
+        never built here.
         """
         self.settings = settings
-        self._lexical: LexicalIndex | None = lexical
+        self._lexical: list[LexicalIndex] = list(lexical or [])
         self._lexical_looked_up = lexical is not None
         self.embedder: StoreEmbedder = embedder if embedder is not None else (
             MiniLMEmbeddingFunction(batch_size=settings.store.embed_batch_size,
@@ -507,16 +507,16 @@ class PaperStore:
         query_vector = self.embedder([text])[0]
         candidates: dict[str, tuple[dict[str, Any], str, float]] = {}
         self._collect(candidates, query_vector, n, where, None)
-        lexical = self.lexical_index()
-        if lexical is not None:
-            hits = lexical.search([text], n, since)[0]
+        lexical = self.lexical_indexes()
+        for index in lexical:  # scores of different indexes do not compare: take each one's top
+            hits = index.search([text], n, since)[0]
             self._collect_ids(candidates, [doc_id for doc_id, _ in hits], query_vector,
                               since, until, categories)
         # Without an index, full-text filtered queries cost a scan each; long queries (titles,
         # sentences) are served well by the dense side, so only short queries get them (at
         # most two terms).
         exact_terms = (_exact_terms(text)[:2]
-                       if lexical is None and len(_words(text)) <= LONG_QUERY_WORDS else [])
+                       if not lexical and len(_words(text)) <= LONG_QUERY_WORDS else [])
         for term in exact_terms:
             variants = sorted({term, term.lower(), term.upper(), term.capitalize()})
             doc_filter: dict[str, Any] = (
@@ -539,21 +539,20 @@ class PaperStore:
         ranked = sorted(scored.values(), key=lambda pair: pair[1], reverse=True)[:k]
         return [(paper, round(score, 4)) for paper, score in ranked]
 
-    def lexical_index(self) -> LexicalIndex | None:
-        """Return the BM25 index search uses (looked up once, at the first call), or None.
+    def lexical_indexes(self) -> list[LexicalIndex]:
+        """Return the non-empty BM25 indexes search uses (looked up once, at the first call).
 
-        None when there is no kept index, or the given one is empty: search then falls back to
-        chroma's full-text filter.
+        Empty when there is none: search then falls back to chroma's full-text filter.
         """
         if not self._lexical_looked_up:
             self._lexical_looked_up = True
             from tools.retrieval import LexicalIndex
 
             try:
-                self._lexical = LexicalIndex.kept(self.settings.data_dir, self.settings.corpus)
+                self._lexical = LexicalIndex.kept(self.settings.data_dir)
             except (OSError, ValueError, BadInputError) as exc:  # unreadable: full-text instead
                 logger.warning("BM25 index not usable, searching by full text: %s", exc)
-        return self._lexical if self._lexical is not None and len(self._lexical) else None
+        return [index for index in self._lexical if len(index)]
 
     def _collect_ids(
         self,

@@ -195,20 +195,16 @@ class LexicalIndex:
         self.path = folder
 
     @classmethod
-    def kept(cls, data_dir: Path | str, corpus: Path | str | None = None) -> LexicalIndex | None:
-        """Load an index already saved under ``data_dir``, never building one; None if none.
+    def kept(cls, data_dir: Path | str) -> list[LexicalIndex]:
+        """Load every complete index saved under ``data_dir``, newest first; never build one.
 
-        With ``corpus`` (a readable file): that corpus's index. Without: the most recently
-        built index there (the store under the same ``data_dir`` was filled from a corpus whose
-        index a report or ``retest ingest`` built). Papers it lists that the caller does not
-        hold are the caller's to drop.
+        One per corpus file that a report or ``retest ingest`` indexed there: together they
+        cover the papers the store under the same ``data_dir`` was filled from. Ids they list
+        that the caller does not hold are the caller's to drop.
         """
-        root = Path(data_dir) / "bm25"
-        if corpus is not None and Path(corpus).is_file():
-            folder = root / corpus_fingerprint(corpus)
-            return cls.load(folder) if (folder / "meta.json").is_file() else None
-        saved = sorted(root.glob("*/meta.json"), key=lambda meta: meta.stat().st_mtime)
-        return cls.load(saved[-1].parent) if saved else None
+        saved = sorted((Path(data_dir) / "bm25").glob("*/meta.json"),
+                       key=lambda meta: meta.stat().st_mtime, reverse=True)
+        return [cls.load(meta.parent) for meta in saved]
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
