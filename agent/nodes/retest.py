@@ -186,7 +186,9 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         updated[item.claim_id] = RetestPlan(**{**plan, "status": "reused" if record["reused"]
                                                else "reread" if record["reread"] else "ran"})
         ctx.emit("retest", f"{item.claim_id}: {recipe.name} " + (
-            "reused" if record["reused"] else f"done in {human_duration(record['wall_s'])}"),
+            "reused" if record["reused"] else
+            f"read again in {human_duration(record['wall_s'])}" if record["reread"] else
+            f"done in {human_duration(record['wall_s'])}"),
             i + 1, len(queue))
     corrected = holm_read({**done, **retests})
     return {"retests": corrected, "retest_plans": updated, "degraded": degraded}
