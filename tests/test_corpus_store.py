@@ -283,7 +283,8 @@ def test_feedback_search_moves_the_query_toward_the_feedback_papers(store: Paper
 def test_parallel_document_embedding_keeps_input_order(shared_data: Path) -> None:
     import numpy as np
 
-    from tools.paper_store import MiniLMEmbeddingFunction, document_text
+    from tools.embedder import MiniLMEmbeddingFunction
+    from tools.paper_store import document_text
 
     texts = [document_text(p) for p in itertools.islice(iter_corpus(shared_data / LISTING), 48)]
     embedder = MiniLMEmbeddingFunction(document_tokens=32)
