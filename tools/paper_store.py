@@ -312,10 +312,10 @@ class PaperStore:
         candidates: dict[str, tuple[dict[str, Any], str, float]] = {}
         self._collect(candidates, query_vector, n, where, None)
         lexical = self.lexical_indexes()
-        for index in lexical:  # scores of different indexes do not compare: take each one's top
-            hits = index.search([text], n, since)[0]
-            self._collect_ids(candidates, [doc_id for doc_id, _ in hits], query_vector,
-                              since, until, categories)
+        # Scores of different indexes do not compare: take each one's top n, fetched at once.
+        self._collect_ids(candidates, [doc_id for index in lexical
+                                       for doc_id, _ in index.search([text], n, since)[0]],
+                          query_vector, since, until, categories)
         # Without an index, full-text filtered queries cost a scan each; long queries (titles,
         # sentences) are served well by the dense side, so only short queries get them (at
         # most two terms).
@@ -344,7 +344,7 @@ class PaperStore:
         return [(paper, round(score, 4)) for paper, score in ranked]
 
     def lexical_indexes(self) -> list[LexicalIndex]:
-        """Return the non-empty BM25 indexes search uses (looked up once, at the first call).
+        """Return the BM25 indexes search uses (looked up once, at the first call).
 
         Empty when there is none: search then falls back to chroma's full-text filter.
         """
@@ -356,7 +356,7 @@ class PaperStore:
                 self._lexical = LexicalIndex.kept(self.settings.data_dir)
             except (OSError, ValueError, BadInputError) as exc:  # unreadable: full-text instead
                 logger.warning("BM25 index not usable, searching by full text: %s", exc)
-        return [index for index in self._lexical if len(index)]
+        return self._lexical
 
     def _collect_ids(
         self,

@@ -150,14 +150,15 @@ class LexicalIndex:
     @classmethod
     def build(cls, corpus: Path | str, *, progress: bool = True) -> LexicalIndex:
         """Build an index in memory from every readable record of ``corpus`` (first id wins)."""
-        index = cls.from_papers(iter_corpus(corpus), progress=progress)
-        if not index.ids:
-            raise BadInputError(f"corpus {corpus} holds no readable papers to index")
-        return index
+        return cls.from_papers(iter_corpus(corpus), progress=progress, source=f"corpus {corpus}")
 
     @classmethod
-    def from_papers(cls, papers: Iterable[Paper], *, progress: bool = True) -> LexicalIndex:
-        """Build an index in memory over ``papers`` (first of each id wins); may be empty."""
+    def from_papers(cls, papers: Iterable[Paper], *, progress: bool = True,
+                    source: str = "the paper list") -> LexicalIndex:
+        """Build an index in memory over ``papers`` (first of each id wins).
+
+        Raise BadInputError naming ``source`` when there is no paper to index.
+        """
         bm25s = _bm25s()
 
         ids: list[str] = []
@@ -172,7 +173,7 @@ class LexicalIndex:
             days.append(_day_int(paper.published))
             texts.append(document_text(paper.title, paper.abstract))
         if not ids:
-            return cls(bm25s.BM25(), [], np.zeros(0, dtype=np.int32), None)
+            raise BadInputError(f"{source} holds no readable papers to index")
         tokens = _tokenize(texts, _stemmer(), ids=True)
         retriever = bm25s.BM25()
         # Bars only on a terminal: in logs (cron, the scheduler's JSON lines) they are noise.
@@ -259,7 +260,7 @@ class LexicalIndex:
 
     def _ranked(self, tokens: list[str], n: int, since: date | None
                 ) -> list[tuple[str, float]]:
-        if not tokens or n < 1 or not self.ids:
+        if not tokens or n < 1:
             return []
         mask = None
         if since is not None:
@@ -277,7 +278,7 @@ class LexicalIndex:
         ``since`` keeps papers published on or after it (undated papers are then left out).
         Return one ``[(arxiv_id, score)]`` list per query, best first.
         """
-        if n < 1 or not queries or not self.ids:
+        if n < 1 or not queries:
             return [[] for _ in queries]
         return [self._ranked(list(tokens), n, since)
                 for tokens in _tokenize(list(queries), self._stemmer, ids=False)]

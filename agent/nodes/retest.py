@@ -61,20 +61,25 @@ def _retests_dir(ctx: RunContext) -> Path:
     return Path(ctx.settings.data_dir) / "retests"
 
 
-def _finished(folder: Path) -> bool:
-    """Tell whether a claim's folder holds a finished result read by today's rules.
+FolderState = Literal["new", "stale", "finished"]
 
-    A finished result is reused at no cost. One summarized under other reading rules
-    (``evals.stats.READING_VERSION``) is not: the recipe runs again in the same folder, reusing
-    its trained models and recorded answers, and reads them by the current rules.
+
+def _folder_state(folder: Path) -> FolderState:
+    """Say what a claim's folder holds: nothing finished, a stale result, or a finished one.
+
+    ``finished``: a result read by today's rules, reused at no cost. ``stale``: a finished run
+    summarized under other reading rules (``evals.stats.READING_VERSION``): the recipe runs
+    again in the same folder, reusing its trained models and recorded answers, and reads them by
+    the current rules. ``new``: no finished run.
     """
     if not (folder / DONE_FILE).is_file():
-        return False
+        return "new"
     try:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and summary.get("reading_version") == READING_VERSION
+        return "stale"
+    current = isinstance(summary, dict) and summary.get("reading_version") == READING_VERSION
+    return "finished" if current else "stale"
 
 
 def _measured(ctx: RunContext) -> dict[str, float]:
@@ -147,7 +152,7 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
         recipes[p["spec"]], claims[p["claim_id"]]["text"], opts.retest_items)  # type: ignore[index]
         for p in runnable}
     planned = [Planned(p["claim_id"], order[p["claim_id"]],
-                       0.0 if _finished(folders[p["claim_id"]])
+                       0.0 if _folder_state(folders[p["claim_id"]]) == "finished"
                        else p.get("expected_s", 0.0)) for p in runnable]
     limit = opts.retest_limit
     queue, skipped = select_within_budget(planned, opts.retest_budget_s,
@@ -168,12 +173,11 @@ def run_retests(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, An
             updated[item.claim_id] = RetestPlan(**{**plan, "status": f"skipped: {why}",
                                                    "skipped_reason": why})
             continue
-        folder = folders[item.claim_id]
-        ctx.emit("retest", f"{item.claim_id}: " + (
-            f"reusing the finished {recipe.name} result" if _finished(folder) else
-            f"reading the finished {recipe.name} answers again by today's rules"
-            if (folder / DONE_FILE).is_file() else
-            f"running {recipe.name} (expected ~{human_duration(item.expected_s)})"), i, len(queue))
+        ctx.emit("retest", f"{item.claim_id}: " + {
+            "finished": f"reusing the finished {recipe.name} result",
+            "stale": f"reading the finished {recipe.name} answers again by today's rules",
+            "new": f"running {recipe.name} (expected ~{human_duration(item.expected_s)})",
+        }[_folder_state(folders[item.claim_id])], i, len(queue))
         try:
             record = _run_one(ctx, recipe, claims[item.claim_id], folders[item.claim_id],
                               item.expected_s)
@@ -198,10 +202,11 @@ def _run_one(ctx: RunContext, recipe: Recipe, claim: Claim, folder: Path,
              expected_s: float) -> Retest:
     """Run (or reuse the finished) re-test of one claim in its own folder; copy its outputs."""
     items = ctx.options.retest_items
-    reused = _finished(folder)
-    # A finished run read by older rules runs again in place: its wall time is that of a
-    # re-read, which must not become the estimate for a fresh run of this spec.
-    reread = not reused and (folder / DONE_FILE).is_file()
+    state = _folder_state(folder)
+    reused = state == "finished"
+    # A stale run is read again in place: its wall time is that of a re-read, which must not
+    # become the estimate for a fresh run of this spec.
+    reread = state == "stale"
     started = time.monotonic()
     if reused:
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
