@@ -35,6 +35,14 @@ from tools.vllm_server import EmbeddedServer
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / ".retest" / "models"
 JUDGED = re.compile(r"^\[judge\] (C\d+) x (\S+): ")
+# Two vLLM servers busy on two cores can take seconds to render /metrics; request_count's 3 s
+# default read a busy survivor as unreachable (None) once in three full runs.
+METRICS_TIMEOUT_S = 30.0
+
+
+def served(url: str) -> float | None:
+    """The requests ``url``'s server has answered (None only when it truly does not answer)."""
+    return request_count(url.removesuffix("/v1"), timeout_s=METRICS_TIMEOUT_S)
 
 
 @pytest.fixture()
@@ -80,12 +88,11 @@ def test_report_finishes_when_one_of_two_servers_is_killed(
     for line in proc.stderr:
         lines.append(line.rstrip("\n"))
         if not at_kill and JUDGED.match(line):
-            at_kill = {"victim": request_count(victim_url.removesuffix("/v1")),
-                       "survivor": request_count(survivor_url.removesuffix("/v1"))}
+            at_kill = {"victim": served(victim_url), "survivor": served(survivor_url)}
             os.killpg(victim_pid, signal.SIGKILL)  # the server and its engine, at once
     code = proc.wait(timeout=60)
     report_s = time.monotonic() - started
-    survivor_after = request_count(survivor_url.removesuffix("/v1"))
+    survivor_after = served(survivor_url)
     stderr_tail = "\n".join(lines[-15:])
 
     assert at_kill, f"no judgement was printed, so the kill was never injected:\n{stderr_tail}"
