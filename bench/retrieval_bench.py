@@ -22,13 +22,19 @@ Nothing here looks at the labelled ids to build queries; the labels are used onl
 A table then counts the relevant rows by the rank BM25 and dense give them for the claim's
 own text (top 20, 21-100, 101-1000, past 1000): what no fusion of these two rankers can lift.
 
+Recall counts only the rows of ``claims_papers.jsonl``, gathered independently of any ranker
+here. ``pooled_top10.jsonl`` holds the judgements of every paper that hybrid put in a claim's top
+10 and that file had left out (pooling, as TREC does); with both files the bench prints each
+method's precision@10 over the judged papers of its top 10, with the share judged, and a
+capture-recapture estimate of how many relevant papers the corpus holds for these claims.
+
 The relevance floor table shows, for several cosine floors, the share of relevant and of
 not-relevant labelled rows whose claim-paper cosine is at least the floor; RELEVANCE_FLOOR in
 ``agent/nodes/search.py`` is the highest floor that keeps at least 95% of the relevant rows.
 
 Usage: ``python bench/retrieval_bench.py [--corpus PATH] [--devset PATH] [--data-dir DIR]
-[--plan] [--json OUT]``. The first run ingests the corpus into the store and builds the BM25
-index (minutes); later runs load both.
+[--pooled PATH] [--plan] [--json OUT]``. The first run ingests the corpus into the store and
+builds the BM25 index (minutes); later runs load both.
 """
 
 from __future__ import annotations
@@ -65,6 +71,7 @@ from tools.retrieval import (  # noqa: E402
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "arxiv" / (
     "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz")
 DEFAULT_DEVSET = REPO / "evals" / "devset" / "claims_papers.jsonl"
+DEFAULT_POOLED = REPO / "evals" / "devset" / "pooled_top10.jsonl"
 PROMPT_DIRS = [REPO / "evals" / "devset" / "prompts", REPO / "evals" / "devset",
                REPO.parent / "shared" / "seed", REPO / "examples"]
 DEPTH = 20
@@ -151,6 +158,29 @@ def recall(ranked: dict[tuple[str, str], list[str]], relevant: dict[tuple[str, s
     return found / total if total else 0.0
 
 
+def precision(ranked: dict[tuple[str, str], list[str]],
+              judged: dict[tuple[str, str], dict[str, bool]], k: int) -> tuple[float, float]:
+    """Return (relevant share of the judged papers in the top ``k``, judged share of the top k)."""
+    hits = seen = shown = 0
+    for key, ids in ranked.items():
+        for pid in ids[:k]:
+            shown += 1
+            if pid in judged.get(key, {}):
+                seen += 1
+                hits += judged[key][pid]
+    return (hits / seen if seen else 0.0), (seen / shown if shown else 0.0)
+
+
+def chapman_estimate(first: int, second: int, both: int) -> float:
+    """Chapman's capture-recapture estimate of a population from two samples and their overlap.
+
+    ``first`` and ``second`` are the relevant papers each labelling found, ``both`` those found by
+    both. It assumes the two samples are independent; both used MiniLM neighbours in part, which
+    biases the estimate low.
+    """
+    return (first + 1) * (second + 1) / (both + 1) - 1
+
+
 def plan_with_llm(settings: Any, claims: list[Claim]) -> dict[str, list[str]]:
     """Ask the configured model for search queries per claim, as plan_claim does."""
     from agent.nodes.search import PlannedQueries
@@ -170,6 +200,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     parser.add_argument("--devset", type=Path, default=DEFAULT_DEVSET)
+    parser.add_argument("--pooled", type=Path, default=DEFAULT_POOLED)
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--plan", action="store_true", help="also ask the LLM for queries")
     parser.add_argument("--json", type=Path, default=None)
@@ -191,6 +222,10 @@ def main() -> None:
         labelled[key][row["arxiv_id"]] = bool(row["relevant"])
         if row["relevant"]:
             relevant[key].add(row["arxiv_id"])
+    judged = {key: dict(labels) for key, labels in labelled.items()}
+    pooled = load_devset(args.pooled) if args.pooled.is_file() else []
+    for row in pooled:
+        judged.setdefault((row["prompt"], row["claim_id"]), {})[row["arxiv_id"]] = row["relevant"]
     briefs = {name: parse_prompt(find_prompt(name).read_text(encoding="utf-8"))
               for name in sorted({r["prompt"] for r in rows})}
     claims = {key: match_claim(briefs[key[0]], key[1], "") for key in labelled}
@@ -261,6 +296,23 @@ def main() -> None:
           f"rows: no re-ranking of these lists finds the rest")
     results["hybrid pool"] = {"papers_per_claim": round(pool_size), "recall": round(pool_recall,
                                                                                     3)}
+    if pooled:
+        print(f"\nprecision@10 over judged papers ({len(rows)} rows and {len(pooled)} pooled "
+              f"from hybrid's top 10):")
+        print(f"{'method':<14} {'precision@10':>12} {'judged share':>13}")
+        for method, ranks in ranked.items():
+            share, covered = precision(ranks, judged, 10)
+            results[method].update({"precision@10": round(share, 3),
+                                    "judged@10": round(covered, 3)})
+            print(f"{method:<14} {share:>12.3f} {covered:>13.3f}")
+        found = {(k, pid) for k, ids in ranked["hybrid"].items() for pid in ids[:10]
+                 if judged.get(k, {}).get(pid)}
+        first = {(k, pid) for k, ids in relevant.items() for pid in ids}
+        estimate = chapman_estimate(len(first), len(found), len(first & found))
+        results["relevant estimate"] = round(estimate)
+        print(f"relevant papers for these claims, estimated from the two labellings "
+              f"({len(first)} and {len(found)} found, {len(first & found)} by both): "
+              f"~{estimate:.0f}; claims_papers.jsonl holds {len(first) / estimate:.0%}")
     print("\nper prompt, hybrid recall@20:")
     for name in briefs:
         sub = {k: v for k, v in relevant.items() if k[0] == name}

@@ -1,4 +1,5 @@
-"""The hand-labelled development set (evals/devset/claims_papers.jsonl) is well formed.
+"""The hand-labelled development set (evals/devset/claims_papers.jsonl and the pooled
+judgements of hybrid's top 10 in pooled_top10.jsonl) is well formed.
 
 Fast checks only: the rows parse, their claims are the ones the parser yields for each prompt,
 their arXiv ids and titles are those of the shared corpus, stances are the four names, and every
@@ -18,6 +19,7 @@ from agent.parse import parse_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 DEVSET = REPO / "evals" / "devset" / "claims_papers.jsonl"
+POOLED = REPO / "evals" / "devset" / "pooled_top10.jsonl"
 SEED_DIR = REPO.parent / "shared" / "seed"
 CORPUS_NAME = "arxiv/arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz"
 STANCES = {"supports", "relaxes", "overturns", "unrelated"}
@@ -25,10 +27,19 @@ FIELDS = {"prompt", "claim_id", "claim", "arxiv_id", "title", "published", "rele
           "reason"}
 
 
+def _read(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    with DEVSET.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return _read(DEVSET)
+
+
+@pytest.fixture(scope="module")
+def pooled() -> list[dict]:
+    return _read(POOLED)
 
 
 def _prompt_path(name: str) -> Path:
@@ -49,9 +60,20 @@ def test_rows_parse_with_all_fields_and_known_stances(rows: list[dict]) -> None:
         assert len(row["published"]) == 10 and row["published"][4] == "-"
 
 
-def test_no_duplicate_claim_paper_pairs(rows: list[dict]) -> None:
-    keys = Counter((r["prompt"], r["claim_id"], r["arxiv_id"]) for r in rows)
+def test_no_duplicate_claim_paper_pairs(rows: list[dict], pooled: list[dict]) -> None:
+    # A pooled row judges a pair the first labelling left out, never one it already holds.
+    keys = Counter((r["prompt"], r["claim_id"], r["arxiv_id"]) for r in rows + pooled)
     assert [k for k, n in keys.items() if n > 1] == []
+
+
+def test_pooled_rows_are_labelled_like_the_rest(rows: list[dict], pooled: list[dict]) -> None:
+    assert pooled
+    claims = {(r["prompt"], r["claim_id"]): r["claim"] for r in rows}
+    for row in pooled:
+        assert set(row) == FIELDS | {"pooled_from", "hybrid_rank"}, row
+        assert row["pooled_from"] == "hybrid top 10" and 1 <= row["hybrid_rank"] <= 10, row
+        assert row["stance"] in STANCES and row["relevant"] == (row["stance"] != "unrelated")
+        assert row["reason"].strip() and claims[(row["prompt"], row["claim_id"])] == row["claim"]
 
 
 def test_claims_are_the_parsers_and_each_has_a_relevant_row(rows: list[dict]) -> None:
@@ -71,7 +93,9 @@ def test_claims_are_the_parsers_and_each_has_a_relevant_row(rows: list[dict]) ->
         pytest.skip(f"needs the prompts {missing} (looked in examples/ and {SEED_DIR})")
 
 
-def test_ids_and_titles_match_the_shared_corpus(rows: list[dict], shared_data: Path) -> None:
+def test_ids_and_titles_match_the_shared_corpus(rows: list[dict], pooled: list[dict],
+                                                shared_data: Path) -> None:
+    rows = rows + pooled
     anchors = parse_prompt((REPO / "examples" / "llm_judge_reliability.txt").read_text())["anchors"]
     wanted = {r["arxiv_id"] for r in rows} | {a["arxiv_id"] for a in anchors}
     found: dict[str, dict] = {}
