@@ -148,6 +148,18 @@ def test_coverage_counts_cited_relevant_papers_and_stance_agreement(rows, tmp_pa
     [row] = out["claims"]
     assert row["stance_agrees"] == 1 and row["cited_unlabelled"] == 1
     assert row["cited_unrelated"] == (1 if unrelated else 0)
+    # on/off topic count every judged paper; a pooled judgement covers the unlabelled one
+    assert (row["on_topic"], row["off_topic"], row["unjudged"]) == (
+        cited, 1 if unrelated else 0, 1)
+    pooled = tmp_path / "pooled.jsonl"
+    pooled.write_text(json.dumps({**claim, "arxiv_id": "2999.99999", "relevant": False,
+                                  "stance": "unrelated"}) + "\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, str(script), str(path), "--json", "--pooled",
+                           str(pooled)], capture_output=True, text=True, check=True)
+    [row] = json.loads(done.stdout)["claims"]
+    assert (row["on_topic"], row["off_topic"], row["unjudged"]) == (
+        cited, 2 if unrelated else 1, 0)
+    assert json.loads(done.stdout)["cited_relevant"] == cited  # pooled rows never add coverage
     path.write_text(json.dumps({"claims": [report["claims"][1]]}), encoding="utf-8")
     bad = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
