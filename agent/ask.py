@@ -33,7 +33,9 @@ ANSWER_MAX_TOKENS = 200  # two to five sentences; long answers only cost time on
 
 _BRACKET = re.compile(r"\[([^\[\]\n]{0,200})\]")
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\[(])")
+# A sentence ends at . ! or ? before a capital, digit, bracket or quote: abstracts open sentences
+# with quotes, answers with "[arXiv:...]" citations.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\[(\"'])")
 
 _STOPWORDS = frozenset(
     "a an and are as at be been being but by can could did do does for from had has have how i if "
@@ -148,7 +150,7 @@ def content_words(text: str) -> set[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    """Split prose (hard line wraps allowed) into sentences."""
+    """Split prose (hard line wraps allowed) into sentences; abstracts and answers alike."""
     flat = " ".join(text.split())
     return [s.strip() for s in _SENTENCE_END.split(flat) if s.strip()]
 

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from agent.ask import content_words
+from agent.ask import content_words, split_sentences
 from agent.prompts import (
     JUDGE_PROMPT_VERSION,
     STANCE_LABELS,
@@ -98,7 +98,6 @@ class JudgeOutput:
 
 # --- grounding: pure functions over text -----------------------------------------------------
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'",
                          "\u2013": "-", "\u2014": "-"})
 _LABEL = r"(supports|relaxes|overturns|unrelated)"
@@ -121,12 +120,6 @@ _JUDGE_ADDRESS = [
         r"(answer|respond|output|label|classify)\b",
     )
 ]
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split an abstract into sentences (whitespace collapsed; good enough for abstracts)."""
-    flat = re.sub(r"\s+", " ", text).strip()
-    return [s.strip() for s in _SENTENCE_END.split(flat) if s.strip()]
 
 
 def addresses_judge(sentence: str) -> bool:
