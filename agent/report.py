@@ -153,17 +153,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Summary", "",
               "| claim | dated | evidence (counted stances) | re-test | verdict |",
               "|---|---|---|---|---|"]
+    weighed = bool((report.get("judge") or {}).get("decides_verdicts"))
     for c in report["claims"]:
-        stances: dict[str, int] = {}
-        uncounted = 0
-        for e in c["evidence"]:
-            if _counts(e):
-                stances[e["stance"]] = stances.get(e["stance"], 0) + 1
-            else:
-                uncounted += 1
-        ev = ", ".join(f"{n} {s}" for s, n in sorted(stances.items()))
-        ev += (("; " if ev else "") + f"{uncounted} not counted") if uncounted else ""
-        ev = ev or "none found"
+        ev = _stance_cell(c["evidence"], weighed)
         rt = "none"
         if c["retest"]:
             rt = f"{c['retest']['spec']}: {verdict_word(c['retest'])}"
@@ -179,7 +171,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                   ""]
         if c["evidence"]:
             lines += ["Evidence (newer than the claim, or contemporaneous with its dates):", ""]
-            lines += [_evidence_line(e) for e in c["evidence"]]
+            lines += [_evidence_line(e, weighed) for e in c["evidence"]]
             lines.append("")
         else:
             lines += ["No paper matched this claim.", ""]
@@ -260,21 +252,46 @@ def _counts(e: dict[str, Any]) -> bool:
     return e.get("stance") != "unrelated" and stance_counts(e)
 
 
-def _evidence_line(e: dict[str, Any]) -> str:
-    """One evidence bullet: link, title, date and recency, stance, whether it counts, quote."""
-    if e.get("stance") == "unrelated":
-        counting = ""
+def _stance_cell(evidence: list[dict[str, Any]], weighed: bool) -> str:
+    """Return the summary table's evidence cell: counted stances, or how many papers, unweighed."""
+    if not evidence:
+        return "none found"
+    if not weighed:
+        n = len(evidence)
+        return f"{n} paper{'' if n == 1 else 's'}; no stance counts (judge)"
+    stances: dict[str, int] = {}
+    uncounted = 0
+    for e in evidence:
+        if _counts(e):
+            stances[e["stance"]] = stances.get(e["stance"], 0) + 1
+        else:
+            uncounted += 1
+    cell = ", ".join(f"{n} {s}" for s, n in sorted(stances.items()))
+    return cell + ((("; " if cell else "") + f"{uncounted} not counted") if uncounted else "")
+
+
+def _evidence_line(e: dict[str, Any], weighed: bool = True) -> str:
+    """One evidence bullet: link, title, date and recency, stance, whether it counts, quote.
+
+    ``weighed`` is whether the report's judge decides verdicts. When it does not (unmeasured, or
+    no better than chance), the stance is shown as the judge's unweighted answer, not in bold:
+    a bold "relaxes" beside an off-topic paper would read as a finding.
+    """
+    if not weighed:
+        stance, counting = f"judge's stance *{e['stance']}* (carries no weight)", ""
+    elif e.get("stance") == "unrelated":
+        stance, counting = f"**{e['stance']}**", ""
     elif stance_counts(e):
-        counting = ", counts"
+        stance, counting = f"**{e['stance']}**", ", counts"
     else:
-        counting = ", does not count (no verified quote)"
+        stance, counting = f"**{e['stance']}**", ", does not count (no verified quote)"
     summary = _cell(e["summary"]).rstrip()
     if e.get("quote") and summary and summary[-1] not in ".!?":
         summary += "."  # the quote starts a new sentence
     quote = f" Quote: \"{_cell(e['quote'])}\"" if e.get("quote") else ""
     recency = f", {e['recency']}" if e.get("recency") else ""
     return (f"- [arXiv:{e['arxiv_id']}](https://arxiv.org/abs/{e['arxiv_id']}) "
-            f"*{_cell(e['title'])}* ({e['published']}{recency}), **{e['stance']}**{counting}: "
+            f"*{_cell(e['title'])}* ({e['published']}{recency}), {stance}{counting}: "
             f"{summary}{quote}")
 
 

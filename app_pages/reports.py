@@ -78,12 +78,21 @@ def _summary_table(report: dict[str, Any]) -> None:
     st.markdown("\n".join(rows))
 
 
+def _stance_badge(stance: str, weighed: bool) -> str:
+    """Return a stance badge: gray and marked as the judge's when stances decide nothing."""
+    return badge(stance, STANCE_COLORS) if weighed else badge(f"judge said {stance}", {})
+
+
 def _claim_details(report: dict[str, Any]) -> None:
+    weighed = bool((report.get("judge") or {}).get("decides_verdicts"))
     for claim in report.get("claims", []):
         label = f"{claim.get('id')}: {md_cell(claim.get('text'), 90)} — {claim.get('verdict')}"
         with st.expander(label):
+            if claim.get("evidence") and not weighed:
+                st.caption("The judge's stances carry no weight here: it is unmeasured or no "
+                           "better than chance (see the report's judge line).")
             for ev in claim.get("evidence") or []:
-                st.markdown(f"{badge(str(ev.get('stance')), STANCE_COLORS)} "
+                st.markdown(f"{_stance_badge(str(ev.get('stance')), weighed)} "
                             f"{_link(ev.get('arxiv_id'))} · {md_cell(ev.get('published'))} · "
                             f"**{md_cell(ev.get('title'))}**")
                 st.caption(md_cell(ev.get("summary"), 800))

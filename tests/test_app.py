@@ -136,6 +136,7 @@ def test_reports_page_shows_verdicts_history_plots_and_escapes(isolated_env: Pat
     assert "holds → overturned" in shown.replace("\\", "")
     assert not re.search(r"(?<!\\)<img", shown) and "](javascript" not in shown
     assert "arxiv.org/abs/2501.01234" in shown
+    assert ":gray-badge[judge said supports]" in shown  # no judge figures: stances unweighed
     assert "- sft: novel 5.0 [0.0, 15.0] (n=20)" in shown  # the re-test's rendered summary
     assert "DPO minus SFT on unseen: -7.5 [-17.5, 0.0] points" in shown
     assert "abs/2513.01234" not in shown  # a malformed anchor is never linked

@@ -76,6 +76,17 @@ def test_chance_level_judge_gives_unresolved_with_its_figures():
                           {**GOOD, "kappa_ci": [float("nan"), 0.3]}).label == "unresolved"
 
 
+def test_chance_level_judges_stances_render_without_weight():
+    evidence = [ev("relaxes", True, "2601.00001", recency="newer", quote="Error rates fall.")]
+    report = build_report_json(_state(CHANCE, evidence), _ctx())
+    assert not report["judge"]["decides_verdicts"]
+    md = render_markdown(report)
+    line = next(ln for ln in md.splitlines() if "2601.00001" in ln and ln.startswith("- "))
+    assert "(2026-01-02, newer), judge's stance *relaxes* (carries no weight):" in line
+    assert "**relaxes**" not in line and ", counts" not in line
+    assert "| 1 paper; no stance counts (judge) |" in md  # the summary table counts none
+
+
 def test_good_judge_with_counted_overturns_overturns():
     evidence = [ev("overturns", True, "2601.00001"), ev("overturns", True, "2601.00002"),
                 ev("supports", True, "2601.00003")]
