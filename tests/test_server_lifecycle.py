@@ -96,6 +96,30 @@ def test_watchdog_stops_a_detached_server_after_idle_time(tmp_path: Path) -> Non
         server.kill()
 
 
+def test_watchdog_keeps_a_starting_server_for_its_live_starter_only(tmp_path: Path) -> None:
+    # The fake server never answers: it is still starting. Its detached starter is alive past
+    # idle_stop_s, so the server must stay; once the starter dies, the idle rule stops it.
+    server, record = _fake_server(tmp_path, "detached", 0.5)
+    users = ServerUsers(tmp_path / "m.users")
+    starter = subprocess.Popen(["sleep", "600"])
+    users.register("detached", pid=starter.pid)
+    result: list[str] = []
+    thread = threading.Thread(target=lambda: result.append(
+        watch(record, users, poll_s=0.1, grace_s=0.5)))
+    try:
+        thread.start()
+        time.sleep(2.0)  # four times idle_stop_s
+        assert not result and pid_alive(server.pid), "stopped while its starter still waited"
+        starter.send_signal(signal.SIGKILL)
+        starter.wait()
+        thread.join(timeout=30)
+        assert result and result[0].startswith("stopped (detached")
+        server.wait(timeout=30)
+    finally:
+        starter.kill()
+        server.kill()
+
+
 def test_watchdog_leaves_a_replaced_server_alone(tmp_path: Path) -> None:
     server, record = _fake_server(tmp_path, "implicit", 0.0)
     (tmp_path / "other").mkdir()
@@ -187,6 +211,31 @@ def test_implicit_server_stops_when_its_last_command_ends(tmp_path: Path) -> Non
             if proc and proc.poll() is None:
                 proc.kill()
         record = _record(tmp_path)
+        if record and pid_alive(record["pid"]):
+            os.killpg(record["pid"], signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_server_whose_starter_is_killed_during_start_up_stops(tmp_path: Path) -> None:
+    # The server is recorded and watched from launch: a command SIGKILLed in the ~30 s before
+    # vLLM answers must not leave an unrecorded server running in its own session.
+    user = subprocess.Popen([sys.executable, "-c", USER_SCRIPT], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=_env(tmp_path), cwd=REPO)
+    record = None
+    try:
+        deadline = time.monotonic() + 120
+        while record is None and time.monotonic() < deadline and user.poll() is None:
+            record = _record(tmp_path)
+            time.sleep(0.2)
+        assert record, "no record was written while the server started"
+        assert pid_alive(record["pid"])
+        user.kill()  # half-way up: no exit hook runs
+        user.wait(timeout=30)
+        assert _wait_dead(record["pid"], 90), "the server outlived the starter killed mid-start"
+        assert _record(tmp_path) is None
+    finally:
+        if user.poll() is None:
+            user.kill()
         if record and pid_alive(record["pid"]):
             os.killpg(record["pid"], signal.SIGKILL)
 

@@ -10,7 +10,9 @@ it (and, promptly, by each user's exit hook):
   ``grace_s``, which also covers a user that was SIGKILLed and never ran its exit hook);
 - a server started on purpose stops after ``idle_stop_s`` seconds without a live implicit user
   and without a request (vLLM's own ``http_requests_total`` counter tells us about requests);
-  ``idle_stop_s`` 0 keeps it until ``serve-llm --stop``.
+  ``idle_stop_s`` 0 keeps it until ``serve-llm --stop``;
+- until the server first answers it is starting: any live user keeps it, and a starter killed
+  half-way up leaves no live user, so the rules above stop it.
 
 Pure rule: :func:`should_stop`. Registry I/O: :class:`ServerUsers`. Loop: :func:`watch`.
 """
@@ -132,6 +134,7 @@ def watch(record_path: Path, users: ServerUsers, *, poll_s: float = 2.0,
     pid = int(first["pid"])
     root_url = str(first["base_url"]).removesuffix("/v1")
     last_count: float | None = None
+    answered = False
     last_active = time.monotonic()
     while True:
         time.sleep(poll_s)
@@ -143,7 +146,12 @@ def watch(record_path: Path, users: ServerUsers, *, poll_s: float = 2.0,
             return "server replaced or exited"
         implicit_users = users.live_implicit()
         count = request_count(root_url)
-        if implicit_users or (count is not None and count != last_count):
+        answered = answered or count is not None
+        # Before its first answer the server is starting: any live user (the starter) keeps it,
+        # or a detached start with a short idle_stop_s would be stopped half-way up. With every
+        # user gone (the starter was killed), the usual rules stop it.
+        starting_for_someone = not answered and bool(users.live())
+        if implicit_users or starting_for_someone or (count is not None and count != last_count):
             last_active = time.monotonic()
         last_count = count if count is not None else last_count
         mode = record.get("mode", "implicit")

@@ -213,24 +213,34 @@ class EmbeddedServer:
                 cmd, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=self._server_env(), start_new_session=True)
         base_url = f"http://{cfg.host}:{port}/v1"
+        record = ServerRecord(process.pid, port, base_url, self.model.key,
+                              self.model.served_name, str(self.log_path), time.time(),
+                              mode=purpose, idle_stop_s=self.settings.server.idle_stop_s)
+        # Recorded and watched from launch, not from readiness: a command killed during the
+        # ~30 s start-up would otherwise leave a server that no record names and no watchdog
+        # stops (its own session keeps it alive). Until it answers, running() still says None.
+        self._write_record(record)
+        self._start_watchdog()
         deadline = time.monotonic() + cfg.start_timeout_s
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                self._forget(process.pid)
                 raise ServiceError(
                     f"vLLM for {self.model.key} exited with code {process.returncode} during "
                     f"start-up; last log line: {self._last_log_line()}")
             if server_answers(base_url, timeout_s=2.0):
-                record = ServerRecord(process.pid, port, base_url, self.model.key,
-                                      self.model.served_name, str(self.log_path), time.time(),
-                                      mode=purpose,
-                                      idle_stop_s=self.settings.server.idle_stop_s)
-                self._write_record(record)
-                self._start_watchdog()
                 return record
             time.sleep(1.0)
         self._terminate(process.pid)
+        self._forget(process.pid)
         raise ServiceError(f"vLLM for {self.model.key} not ready after {cfg.start_timeout_s:.0f} s;"
                            f" see {self.log_path}")
+
+    def _forget(self, pid: int) -> None:
+        """Remove the record if it still names ``pid`` (a failed start leaves nothing behind)."""
+        record = self._read_record()
+        if record is not None and record.pid == pid:
+            self.record_path.unlink(missing_ok=True)
 
     def _start_watchdog(self) -> None:
         # Its own session, so it outlives the command that started the server; it exits when
