@@ -46,6 +46,7 @@ import re
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,39 @@ def load_devset(path: Path) -> list[dict[str, Any]]:
             if line.strip()]
 
 
+@dataclass
+class DevSet:
+    """The labelled rows, keyed by (prompt file name, claim id)."""
+
+    rows: list[dict[str, Any]]
+    pooled: list[dict[str, Any]]
+    relevant: dict[tuple[str, str], set[str]]          # the independently gathered relevant ids
+    labelled: dict[tuple[str, str], dict[str, bool]]   # claims_papers.jsonl: id -> relevant
+    judged: dict[tuple[str, str], dict[str, bool]]     # the same plus the pooled judgements
+    briefs: dict[str, Brief]
+    claims: dict[tuple[str, str], Claim]
+
+
+def load_dev(devset: Path, pooled_path: Path) -> DevSet:
+    """Read the dev set and (when present) the pooled judgements; parse their prompts."""
+    rows = load_devset(devset)
+    relevant: dict[tuple[str, str], set[str]] = defaultdict(set)
+    labelled: dict[tuple[str, str], dict[str, bool]] = defaultdict(dict)
+    for row in rows:
+        key = (row["prompt"], row["claim_id"])
+        labelled[key][row["arxiv_id"]] = bool(row["relevant"])
+        if row["relevant"]:
+            relevant[key].add(row["arxiv_id"])
+    judged = {key: dict(labels) for key, labels in labelled.items()}
+    pooled = load_devset(pooled_path) if pooled_path.is_file() else []
+    for row in pooled:
+        judged.setdefault((row["prompt"], row["claim_id"]), {})[row["arxiv_id"]] = row["relevant"]
+    briefs = {name: parse_prompt(find_prompt(name).read_text(encoding="utf-8"))
+              for name in sorted({r["prompt"] for r in rows})}
+    claims = {key: match_claim(briefs[key[0]], key[1], "") for key in labelled}
+    return DevSet(rows, pooled, dict(relevant), dict(labelled), judged, briefs, claims)
+
+
 def find_prompt(name: str) -> Path:
     """Locate a dev-set row's prompt file by name in the known prompt folders."""
     for folder in PROMPT_DIRS:
@@ -181,6 +215,11 @@ def chapman_estimate(first: int, second: int, both: int) -> float:
     return (first + 1) * (second + 1) / (both + 1) - 1
 
 
+def unplanned_queries(claim: Claim) -> list[str]:
+    """The planner's output when no model plans: the keyword query and the claim (as the node)."""
+    return [" ".join(keywords(claim["text"])[:8]), claim["text"]]
+
+
 def plan_with_llm(settings: Any, claims: list[Claim]) -> dict[str, list[str]]:
     """Ask the configured model for search queries per claim, as plan_claim does."""
     from agent.nodes.search import PlannedQueries
@@ -214,21 +253,10 @@ def main() -> None:
         overrides["data_dir"] = args.data_dir
     settings = load_settings(**overrides)
 
-    rows = load_devset(args.devset)
-    relevant: dict[tuple[str, str], set[str]] = defaultdict(set)
-    labelled: dict[tuple[str, str], dict[str, bool]] = defaultdict(dict)
-    for row in rows:
-        key = (row["prompt"], row["claim_id"])
-        labelled[key][row["arxiv_id"]] = bool(row["relevant"])
-        if row["relevant"]:
-            relevant[key].add(row["arxiv_id"])
-    judged = {key: dict(labels) for key, labels in labelled.items()}
-    pooled = load_devset(args.pooled) if args.pooled.is_file() else []
-    for row in pooled:
-        judged.setdefault((row["prompt"], row["claim_id"]), {})[row["arxiv_id"]] = row["relevant"]
-    briefs = {name: parse_prompt(find_prompt(name).read_text(encoding="utf-8"))
-              for name in sorted({r["prompt"] for r in rows})}
-    claims = {key: match_claim(briefs[key[0]], key[1], "") for key in labelled}
+    dev = load_dev(args.devset, args.pooled)
+    rows, pooled, relevant, labelled, judged = (dev.rows, dev.pooled, dev.relevant, dev.labelled,
+                                                dev.judged)
+    briefs, claims = dev.briefs, dev.claims
     print(f"dev set: {len(rows)} rows, {sum(map(len, relevant.values()))} relevant, "
           f"{len(labelled)} claims of {len(briefs)} prompts")
 
@@ -246,8 +274,7 @@ def main() -> None:
     for name, brief in briefs.items():
         llm_queries = plan_with_llm(settings, brief["claims"]) if args.plan else {}
         for claim in brief["claims"]:
-            planned[(name, claim["id"])] = ([" ".join(keywords(claim["text"])[:8]),
-                                             claim["text"]]
+            planned[(name, claim["id"])] = (unplanned_queries(claim)
                                             + llm_queries.get(claim["id"], []))
 
     t0 = time.perf_counter()
