@@ -23,8 +23,9 @@ A table then counts the relevant rows by the rank BM25 and dense give them for t
 own text (top 20, 21-100, 101-1000, past 1000): what no fusion of these two rankers can lift.
 
 Recall counts only the rows of ``claims_papers.jsonl``, gathered independently of any ranker
-here. ``pooled_top10.jsonl`` holds the judgements of every paper that hybrid put in a claim's top
-10 and that file had left out (pooling, as TREC does); with both files the bench prints each
+here. ``pooled_top10.jsonl`` holds the judgements of every paper that hybrid (and hybrid fused
+with sentence max-sim, ``bench/retrieval_tries.py``) put in a claim's top 10 and that file had
+left out (pooling, as TREC does); with both files the bench prints each
 method's precision@10 over the judged papers of its top 10, with the share judged, and a
 capture-recapture estimate of how many relevant papers the corpus holds for these claims.
 
@@ -325,7 +326,7 @@ def main() -> None:
                                                                                     3)}
     if pooled:
         print(f"\nprecision@10 over judged papers ({len(rows)} rows and {len(pooled)} pooled "
-              f"from hybrid's top 10):")
+              f"judgements):")
         print(f"{'method':<14} {'precision@10':>12} {'judged share':>13}")
         for method, ranks in ranked.items():
             share, covered = precision(ranks, judged, 10)

@@ -6,7 +6,7 @@ it cites (labelled unrelated, or not labelled at all), and how often the report'
 the hand label on the relevant papers it cites. The last line is the share of all relevant papers
 of the matched claims that the report cites (issue 13 asks for at least 40% on the seed).
 
-The pooled judgements (``pooled_top10.jsonl``: papers hybrid ranked in a claim's top 10 that the
+The pooled judgements (``pooled_top10.jsonl``: papers a ranker put in a claim's top 10 that the
 dev set left out) do not count toward that share; they do say how much of what the report cites
 is on topic: the second line counts the cited papers judged relevant, judged not relevant, and
 never judged, by either file.
