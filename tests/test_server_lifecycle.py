@@ -27,6 +27,7 @@ from tools.server_lifecycle import (
     stop_server,
     watch,
 )
+from tools.vllm_server import server_answers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,7 +230,11 @@ def test_a_server_whose_starter_is_killed_during_start_up_stops(tmp_path: Path) 
             time.sleep(0.2)
         assert record, "no record was written while the server started"
         assert pid_alive(record["pid"])
-        user.kill()  # half-way up: no exit hook runs
+        assert not server_answers(record["base_url"]), "recorded only once it answered"
+        # The watchdog is spawned right after the record is written (milliseconds); a kill
+        # inside that gap is not what this test is about, so give the spawn a moment.
+        time.sleep(1.0)
+        user.kill()  # half-way up (vLLM takes ~30 s to answer): no exit hook runs
         user.wait(timeout=30)
         assert _wait_dead(record["pid"], 90), "the server outlived the starter killed mid-start"
         assert _record(tmp_path) is None
