@@ -21,7 +21,8 @@ Grounding, applied to every judgement in code:
 - The model's summary is shown only when each of its sentences is mostly verbatim from the
   abstract (``summary_is_grounded``: at least 75% of its word trigrams occur there); otherwise the
   abstract's own sentence that bears most on the claim is shown (``claim_sentence``: the most
-  content-word stems shared with the claim, the earlier on ties, the first when none), and
+  content-word stems shared with the claim, one more for a sentence that reports a finding, the
+  earlier on ties, the first when none), and
   ``summary_source`` says which. An abstract's first sentence is mostly field background
   ("Large language models are increasingly ..."), which tells a reader nothing about the claim.
 """
@@ -188,18 +189,42 @@ def _stems(text: str) -> set[str]:
     return {word[:6] for word in content_words(text)}
 
 
-def claim_sentence(abstract: str, claim: str) -> str:
-    """Return the abstract's sentence sharing the most content-word stems with ``claim``.
+# A sentence that reports a finding ("we find", "results show") is worth one shared stem more:
+# the reader wants what the paper found, not the background that shares the claim's words. On
+# the dev set's 180 relevant rows, the shown sentence then holds 0.291 of the stems of the hand-
+# written reason instead of 0.258, and is the abstract's first sentence in 41% of rows instead of
+# 52% (python evals/devset/evidence_sentence.py, 2026-12-05).
+_FINDING = re.compile(
+    r"\b(?:we (?:find|found|show|showed|observe|observed|demonstrate|demonstrated)"
+    r"|results? (?:show|shows|indicate|indicates|suggest|suggests|reveal|reveals)"
+    r"|our (?:findings|results|experiments|analysis|analyses)"
+    r"|reveals?|find that|show that|demonstrate that)\b", re.IGNORECASE)
+FINDING_BONUS = 1
 
-    Sentences that address the judge are never chosen. Ties go to the earlier sentence; with no
-    shared stem the first sentence is returned; "" for an abstract with no sentence.
+
+def reports_finding(sentence: str) -> bool:
+    """Tell whether ``sentence`` reads as a reported finding ("we find", "results show", ...)."""
+    return _FINDING.search(sentence) is not None
+
+
+def claim_sentence(abstract: str, claim: str, *, finding_bonus: int = FINDING_BONUS) -> str:
+    """Return the abstract's sentence that bears most on ``claim``.
+
+    Each sentence scores the content-word stems it shares with the claim, plus ``finding_bonus``
+    when it reports a finding (:func:`reports_finding`). Sentences that address the judge are
+    never chosen. Ties go to the earlier sentence, so with no shared stem and no finding the
+    first sentence is returned; "" for an abstract with no sentence.
     """
     sentences = [s for s in split_sentences(abstract) if not addresses_judge(s)]
     if not sentences:
         return ""
     wanted = _stems(claim)
-    best = max(range(len(sentences)), key=lambda i: (len(wanted & _stems(sentences[i])), -i))
-    return sentences[best]
+
+    def score(i: int) -> tuple[int, int]:
+        bonus = finding_bonus if reports_finding(sentences[i]) else 0
+        return len(wanted & _stems(sentences[i])) + bonus, -i
+
+    return sentences[max(range(len(sentences)), key=score)]
 
 
 def ground(stance: str, summary: str, quote: str | None, abstract: str,

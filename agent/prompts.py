@@ -51,7 +51,8 @@ def query_plan_messages(claim: Claim) -> list[dict[str, str]]:
 
 # Bump on any change below, or to what agent.judging.ground stores: it keys the judgement cache.
 # v3: a summary that fails the grounding check falls back to the claim's sentence, not the first.
-JUDGE_PROMPT_VERSION = "judge-v3"
+# v4: that fallback prefers, by one shared stem, a sentence that reports a finding.
+JUDGE_PROMPT_VERSION = "judge-v4"
 JUDGE_ABSTRACT_CHARS = 1600  # findings sit at the end of an abstract: keep most of it
 STANCE_LABELS: tuple[str, ...] = STANCES  # the names come from agent.state
 

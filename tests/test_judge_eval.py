@@ -54,7 +54,9 @@ def test_ungrounded_moving_stance_does_not_count_and_summary_falls_back() -> Non
                  "Models never generalize beyond their training data.", ABSTRACT)
     assert out.stance == "overturns" and not out.stance_counts and out.quote is None
     assert out.summary_source == "abstract"
-    assert out.summary == "Large language models are often evaluated on static bench- marks."
+    # No claim given: the sentence that reports a finding, not the background before it.
+    assert out.summary == ("We show that multi- lingual fine-tuning improves accuracy on novel "
+                           "items by 12 points.")
     # With the claim known, the fallback is the sentence that bears on it, not the first.
     on_claim = ground("supports", "invented", None, ABSTRACT,
                       claim="Gains from fine-tuning vanish once repeated items are removed")
@@ -80,6 +82,19 @@ def test_claim_sentence_picks_the_sentence_that_bears_on_the_claim(claim: str, e
                 "for tuned models that memorize templates.")
     assert claim_sentence(abstract, claim) == expected  # the judge-addressing one never
     assert claim_sentence("", claim) == ""
+
+
+def test_claim_sentence_prefers_a_reported_finding_to_background() -> None:
+    abstract = ("Tuned models are widely deployed on math benchmarks. We find that accuracy "
+                "drops by 9 points on items without a near-duplicate. Code is released.")
+    claim = "Tuned models lose accuracy on items they have not seen"
+    # Background and finding share two stems each ("tuned", "models" / "accuracy", "items");
+    # the finding's report counts one more, and without it the earlier sentence wins the tie.
+    assert claim_sentence(abstract, claim).startswith("We find that accuracy drops")
+    assert claim_sentence(abstract, claim, finding_bonus=0).startswith("Tuned models are")
+    # Without any shared stem a finding still beats background; with neither, the first.
+    assert claim_sentence(abstract, "unrelated words").startswith("We find that")
+    assert claim_sentence("Plain one. Plain two.", "unrelated words") == "Plain one."
 
 
 def test_summary_must_be_mostly_verbatim() -> None:
