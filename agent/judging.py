@@ -184,7 +184,8 @@ def summary_is_grounded(summary: str, abstract: str) -> bool:
     return True
 
 
-def _stems(text: str) -> set[str]:
+def content_stems(text: str) -> set[str]:
+    """Return the six-letter prefixes of ``text``'s content words (crude stems)."""
     # Six-letter prefixes, so "memorized" meets "memorization" and "templates" "template".
     return {word[:6] for word in content_words(text)}
 
@@ -193,7 +194,7 @@ def _stems(text: str) -> set[str]:
 # the reader wants what the paper found, not the background that shares the claim's words. On
 # the dev set's 180 relevant rows, the shown sentence then holds 0.291 of the stems of the hand-
 # written reason instead of 0.258, and is the abstract's first sentence in 41% of rows instead of
-# 52% (python evals/devset/evidence_sentence.py, 2026-12-05).
+# 52% (python bench/evidence_sentence.py, 2026-12-05).
 _FINDING = re.compile(
     r"\b(?:we (?:find|found|show|showed|observe|observed|demonstrate|demonstrated)"
     r"|results? (?:show|shows|indicate|indicates|suggest|suggests|reveal|reveals)"
@@ -218,11 +219,11 @@ def claim_sentence(abstract: str, claim: str, *, finding_bonus: int = FINDING_BO
     sentences = [s for s in split_sentences(abstract) if not addresses_judge(s)]
     if not sentences:
         return ""
-    wanted = _stems(claim)
+    wanted = content_stems(claim)
 
     def score(i: int) -> tuple[int, int]:
         bonus = finding_bonus if reports_finding(sentences[i]) else 0
-        return len(wanted & _stems(sentences[i])) + bonus, -i
+        return len(wanted & content_stems(sentences[i])) + bonus, -i
 
     return sentences[max(range(len(sentences)), key=score)]
 

@@ -16,7 +16,7 @@ The picks: the first sentence; the claim overlap alone (``finding_bonus=0``); th
 with the finding bonus of 1 (what reports use) and of 2. The bonus was chosen on these same rows,
 so its gain is an upper estimate.
 
-Usage: ``python evals/devset/evidence_sentence.py [--corpus PATH]`` (reads the abstracts from
+Usage: ``python bench/evidence_sentence.py [--corpus PATH]`` (reads the abstracts from
 the shared corpus; exit 2 with one line when it is missing).
 """
 
@@ -29,14 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from agent.ask import split_sentences  # noqa: E402
-from agent.judging import FINDING_BONUS, _stems, claim_sentence  # noqa: E402
+from agent.judging import FINDING_BONUS, claim_sentence, content_stems  # noqa: E402
 from tools.corpus import iter_corpus  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
+DEVSET = REPO / "evals" / "devset"
 DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "arxiv" / (
     "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz")
 BOOTSTRAP = 2000
@@ -46,7 +46,7 @@ def relevant_rows() -> list[dict]:
     """Return the relevant rows of both dev-set files (each has a hand-written reason)."""
     rows = []
     for name in ("claims_papers.jsonl", "pooled_top10.jsonl"):
-        for line in (HERE / name).read_text(encoding="utf-8").splitlines():
+        for line in (DEVSET / name).read_text(encoding="utf-8").splitlines():
             if line.strip() and (row := json.loads(line))["relevant"]:
                 rows.append(row)
     return rows
@@ -60,8 +60,8 @@ def abstracts(corpus: Path, ids: set[str]) -> dict[str, str]:
 
 def stem_recall(sentence: str, reason: str) -> float:
     """Share of the reason's content-word stems that ``sentence`` holds."""
-    wanted = _stems(reason)
-    return len(wanted & _stems(sentence)) / len(wanted) if wanted else 0.0
+    wanted = content_stems(reason)
+    return len(wanted & content_stems(sentence)) / len(wanted) if wanted else 0.0
 
 
 def main() -> int:
