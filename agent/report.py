@@ -80,13 +80,14 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
     citations = sorted({c for c in cited if c in retrieved})
     settings = ctx.settings
     quality = state.get("judge_quality")
-    trust = judge_trust(quality, ctx.model_name)
+    judge_model = state.get("judge_model") or ctx.model_name  # see AgentState.judge_model
+    trust = judge_trust(quality, judge_model)
     questions = state.get("research_questions", [])[:2]
     fallback = list(state.get("research_question_fallback") or [])
     return {
         "prompt_sha256": prompt_sha256(state["prompt_text"]),
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": ctx.model_name,
+        "model": judge_model,
         "corpus": str(settings.corpus) if settings.corpus else
         ("arxiv-api" if not settings.offline else "paper-store"),
         "degraded": list(state.get("degraded", [])),
@@ -98,7 +99,7 @@ def build_report_json(state: AgentState, ctx: Any) -> dict[str, Any]:
         "research_questions_fallback": [bool(f) for f in fallback[:len(questions)]]
         + [False] * (len(questions) - len(fallback)),
         "citations": citations,
-        "judge": {"model": ctx.model_name, "measured": bool(quality),
+        "judge": {"model": judge_model, "measured": bool(quality),
                   "decides_verdicts": trust.decides, "reason": trust.reason,
                   "min_counted_evidence": MIN_COUNTED_EVIDENCE,
                   "quality": dict(quality) if quality else None},

@@ -184,6 +184,9 @@ class AgentState(TypedDict):
     retest_plans: Annotated[dict[str, RetestPlan], merge_dicts]
     retests: Annotated[dict[str, Retest], merge_dicts]
     judge_quality: dict[str, Any] | None  # measured judge agreement (agent.judge_eval), or None
+    # The model that judged, kept in the state: a run resumed after judging creates no model
+    # client, and its report and verdict rule must still name (and trust) the same judge.
+    judge_model: str | None
     verdicts: dict[str, VerdictLabel]
     verdict_reasons: dict[str, str]  # claim id -> why the rule gave that verdict
     tensions: list[Tension]

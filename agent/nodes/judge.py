@@ -133,7 +133,7 @@ def _judgement_cache(ctx: RunContext) -> JudgementCache | None:
 
 
 def measure_judge(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Attach the judging model's measured agreement with hand labels (``judge_quality``).
+    """Attach the judging model's name and measured agreement (``judge_model``, ``judge_quality``).
 
     A kept measurement for this model and method is reused. Without one, and when papers were
     judged, the judge is measured once on the shipped dev set (abstracts from the run's corpus)
@@ -154,7 +154,7 @@ def measure_judge(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, 
     ctx.emit("judge_quality", "judge unmeasured" if quality is None else
              f"judge kappa {quality['kappa']:.2f} [{quality['kappa_ci'][0]:.2f}, "
              f"{quality['kappa_ci'][1]:.2f}] on n={quality['n']}")
-    return {"judge_quality": quality}
+    return {"judge_quality": quality, "judge_model": llm.model}
 
 
 def _measure_once(ctx: RunContext, llm: Any, method: str) -> dict[str, Any] | None:

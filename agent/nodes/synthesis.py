@@ -178,7 +178,8 @@ def verdicts(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     reasons: dict[str, str] = {}
     for claim in state["brief"]["claims"]:
         ev = [e for e in state.get("evidence", []) if e["claim_id"] == claim["id"]]
-        decision = decide_verdict(ev, retests.get(claim["id"]), judge, ctx.model_name)
+        decision = decide_verdict(ev, retests.get(claim["id"]), judge,
+                                  state.get("judge_model") or ctx.model_name)
         out[claim["id"]], reasons[claim["id"]] = decision
     ctx.emit("verdict", ", ".join(f"{k}: {v}" for k, v in out.items()))
     return {"verdicts": out, "verdict_reasons": reasons}
