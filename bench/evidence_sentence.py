@@ -23,7 +23,6 @@ the shared corpus; exit 2 with one line when it is missing).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,25 +30,21 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from retrieval_bench import DEFAULT_CORPUS, DEFAULT_DEVSET, DEFAULT_POOLED, load_devset  # noqa: E402
 
 from agent.ask import split_sentences  # noqa: E402
 from agent.judging import FINDING_BONUS, claim_sentence, content_stems  # noqa: E402
 from tools.corpus import iter_corpus  # noqa: E402
 
-DEVSET = REPO / "evals" / "devset"
-DEFAULT_CORPUS = REPO.parent / "shared" / "data" / "arxiv" / (
-    "arxiv_cs_CL_LG_AI_2025-03_2026-07.jsonl.gz")
 BOOTSTRAP = 2000
 
 
 def relevant_rows() -> list[dict]:
     """Return the relevant rows of both dev-set files (each has a hand-written reason)."""
-    rows = []
-    for name in ("claims_papers.jsonl", "pooled_top10.jsonl"):
-        for line in (DEVSET / name).read_text(encoding="utf-8").splitlines():
-            if line.strip() and (row := json.loads(line))["relevant"]:
-                rows.append(row)
-    return rows
+    return [row for path in (DEFAULT_DEVSET, DEFAULT_POOLED) for row in load_devset(path)
+            if row["relevant"]]
 
 
 def abstracts(corpus: Path, ids: set[str]) -> dict[str, str]:
@@ -75,8 +70,9 @@ def main() -> int:
     rows = relevant_rows()
     text = abstracts(args.corpus, {r["arxiv_id"] for r in rows})
     rows = [r for r in rows if text.get(r["arxiv_id"])]
+    first = {pid: split_sentences(abstract)[0] for pid, abstract in text.items() if abstract}
     picks = {
-        "first sentence": lambda a, c: split_sentences(a)[0],
+        "first sentence": lambda a, c: split_sentences(a)[0],  # as claim_sentence splits
         "claim overlap": lambda a, c: claim_sentence(a, c, finding_bonus=0),
         f"+ finding bonus {FINDING_BONUS} (reports)": lambda a, c: claim_sentence(a, c),
         "+ finding bonus 2": lambda a, c: claim_sentence(a, c, finding_bonus=2),
@@ -87,7 +83,7 @@ def main() -> int:
         chosen = [pick(text[r["arxiv_id"]], r["claim"]) for r in rows]
         scores[name] = np.array([stem_recall(s, r["reason"]) for s, r in zip(chosen, rows,
                                                                                strict=True)])
-        firsts[name] = float(np.mean([s == split_sentences(text[r["arxiv_id"]])[0]
+        firsts[name] = float(np.mean([s == first[r["arxiv_id"]]
                                       for s, r in zip(chosen, rows, strict=True)]))
     base = scores["claim overlap"]
     rng = np.random.default_rng(0)

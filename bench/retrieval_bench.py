@@ -216,6 +216,14 @@ def chapman_estimate(first: int, second: int, both: int) -> float:
     return (first + 1) * (second + 1) / (both + 1) - 1
 
 
+def newer_first(store: PaperStore, claim: Claim, fused: list[tuple[str, float]]) -> list[str]:
+    """Apply the retrieve node's newer-paper preference to a fused ranking; return the top DEPTH."""
+    days = {pid: p.published for pid, p in store.get_many([i for i, _ in fused]).items()}
+    labels = {pid: recency_label(days.get(pid), claim["date_from"], claim["date_to"])
+              for pid, _ in fused}
+    return [pid for pid, _ in prefer_newer(fused, labels)][:DEPTH]
+
+
 def unplanned_queries(claim: Claim) -> list[str]:
     """The planner's output when no model plans: the keyword query and the claim (as the node)."""
     return [" ".join(keywords(claim["text"])[:8]), claim["text"]]
@@ -298,10 +306,7 @@ def main() -> None:
         for key, claim in claims.items():
             queries = claim_queries(claim, planned[key], briefs[key[0]])
             fused = retriever.rank(queries, 3 * DEPTH, date_floor(claim["date_from"]))
-            days = {pid: p.published for pid, p in store.get_many([i for i, _ in fused]).items()}
-            labels = {pid: recency_label(days.get(pid), claim["date_from"], claim["date_to"])
-                      for pid, _ in fused}
-            ranked[method][key] = [pid for pid, _ in prefer_newer(fused, labels)][:DEPTH]
+            ranked[method][key] = newer_first(store, claim, fused)
         timings[method] = time.perf_counter() - t0
 
     # The ceiling of re-ranking: how many relevant papers the fused lists hold at all.

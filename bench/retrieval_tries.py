@@ -44,6 +44,7 @@ from retrieval_bench import (  # noqa: E402
     DEFAULT_POOLED,
     DEPTH,
     load_dev,
+    newer_first,
     precision,
     recall,
     unplanned_queries,
@@ -55,7 +56,7 @@ from agent.nodes.search import claim_clauses, claim_queries  # noqa: E402
 from agent.state import Claim  # noqa: E402
 from core.settings import load_settings  # noqa: E402
 from tools.paper_store import PaperStore  # noqa: E402
-from tools.ranking import date_floor, prefer_newer, recency_label  # noqa: E402
+from tools.ranking import date_floor  # noqa: E402
 from tools.retrieval import (  # noqa: E402
     HybridRetriever,
     LexicalIndex,
@@ -118,12 +119,8 @@ def main() -> None:
         claim = dev.claims[key]
         return [*claim_queries(claim, unplanned_queries(claim), dev.briefs[key[0]]), *extra]
 
-    def newer_first(key: Key, fused: Ranked) -> list[str]:
-        claim = dev.claims[key]
-        days = {pid: p.published for pid, p in store.get_many([i for i, _ in fused]).items()}
-        labels = {pid: recency_label(days.get(pid), claim["date_from"], claim["date_to"])
-                  for pid, _ in fused}
-        return [pid for pid, _ in prefer_newer(fused, labels)][:DEPTH]
+    def top(key: Key, fused: Ranked) -> list[str]:
+        return newer_first(store, dev.claims[key], fused)
 
     ranked: dict[str, dict[Key, list[str]]] = {}
     seconds: dict[str, float] = {}
@@ -137,7 +134,7 @@ def main() -> None:
 
     def hybrid_rank(key: Key) -> list[str]:
         pools[key] = hybrid.rank(queries(key), args.pool, date_floor(dev.claims[key]["date_from"]))
-        return newer_first(key, pools[key][:3 * DEPTH])
+        return top(key, pools[key][:3 * DEPTH])
 
     measure("hybrid (as reports rank)", hybrid_rank)
     max_sim: dict[Key, list[str]] = {}
@@ -152,7 +149,7 @@ def main() -> None:
     seconds["sentence max-sim alone"] = time.perf_counter() - start
     ranked["sentence max-sim alone"] = {key: ids[:DEPTH] for key, ids in max_sim.items()}
     for weight in (0.5, 1.0):
-        measure(f"rrf(hybrid, max-sim x{weight})", lambda key, w=weight: newer_first(
+        measure(f"rrf(hybrid, max-sim x{weight})", lambda key, w=weight: top(
             key, reciprocal_rank_fusion([[p for p, _ in pools[key]], max_sim[key]], [1.0, w])))
 
     if not args.no_hyde:
@@ -169,7 +166,7 @@ def main() -> None:
         for weight in (0.25, 1.0):
             for count in sorted({1, args.samples}):
                 measure(f"hybrid + HyDE x{weight}, {count} abstract(s)",
-                        lambda key, w=weight, n=count: newer_first(key, hybrid.rank(
+                        lambda key, w=weight, n=count: top(key, hybrid.rank(
                             queries(key, [WeightedQuery(t, w) for t in fakes[key][:n] if t]),
                             3 * DEPTH, date_floor(dev.claims[key]["date_from"]))))
 
